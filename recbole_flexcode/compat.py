@@ -20,6 +20,8 @@ touches what RecBole 1.2.1 itself needs, and is a no-op on a stack that does not
    :func:`trust_checkpoint`.  The torch module seen by RecBole's trainer is wrapped to route
    through it, and ``recbole.quick_start.load_data_and_model`` is replaced by
    :func:`load_data_and_model`, which also knows the plugin's models.
+4. **Anomaly detection.**  RecBole's SINE module turns ``torch.autograd`` anomaly detection on
+   at import time, for every model in the process; we turn it back off.
 """
 
 from __future__ import annotations
@@ -225,6 +227,18 @@ def _patch_recbole_torch() -> None:
         module.load_data_and_model = load_data_and_model
 
 
+def _undo_sine_anomaly_mode() -> None:
+    """RecBole's ``sine.py`` calls ``torch.autograd.set_detect_anomaly(True)`` at import.
+
+    Importing any RecBole sequential model imports it, which switches anomaly detection on for
+    the whole process: every autograd op then records a Python stack trace, making training
+    several times slower (we measured a tiny Transformer step at 0.50 s with it, see
+    tests/test_compat.py).  We import it once here and switch the mode back off.
+    """
+    importlib.import_module("recbole.model.sequential_recommender.sine")
+    torch.autograd.set_detect_anomaly(False)
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _APPLIED
@@ -233,4 +247,5 @@ def apply() -> None:
     _patch_numpy()
     _patch_pkg_resources()
     _patch_recbole_torch()
+    _undo_sine_anomaly_mode()
     _APPLIED = True

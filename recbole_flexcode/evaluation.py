@@ -13,25 +13,7 @@ import math
 import numpy as np
 import torch
 
-
-def training_item_counts(train_dataset) -> np.ndarray:
-    """Interactions per item id in the training split, counting every position of every sequence.
-
-    A RecBole sequential training set holds one row per prefix (target ``item_id`` plus the
-    history ``item_id_list``); every training interaction is a target once, except each user's
-    first item, which only ever appears as history of the length-1 row.
-    """
-    iid = train_dataset.iid_field
-    n_items = train_dataset.item_num
-    inter = train_dataset.inter_feat
-    counts = np.bincount(inter[iid].numpy(), minlength=n_items)
-    list_field = iid + train_dataset.config["LIST_SUFFIX"]
-    len_field = train_dataset.config["ITEM_LIST_LENGTH_FIELD"]
-    if list_field in inter.columns:
-        first = inter[len_field].numpy() == 1
-        counts += np.bincount(inter[list_field][:, 0].numpy()[first], minlength=n_items)
-    counts[0] = 0
-    return counts.astype(np.int64)
+from recbole_flexcode.data.popularity import training_item_counts
 
 
 def head_item_mask(counts: np.ndarray, head_fraction: float = 0.2) -> np.ndarray:

