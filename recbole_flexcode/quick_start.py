@@ -149,13 +149,16 @@ def run(
         "machine": machine_description(config["device"]),
         "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
     }
-    extra = getattr(model_obj, "report", None)
+    extra = getattr(trainer.model, "report", None)
     if callable(extra):
         result["model_report"] = extra()
 
     if result_file is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         result_file = os.path.join(config["results_dir"], f"{config['model']}-{config['dataset']}-{stamp}.json")
+    export = getattr(trainer.model, "export_artifacts", None)
+    if callable(export):
+        result["artifacts"] = export(os.path.splitext(result_file)[0] + "_artifacts")
     os.makedirs(os.path.dirname(os.path.abspath(result_file)), exist_ok=True)
     tmp = result_file + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

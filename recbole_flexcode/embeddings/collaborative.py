@@ -127,7 +127,7 @@ def collaborative_embeddings(
             loss = model.calculate_loss(interaction)
             loss.backward()
             optimizer.step()
-            total += float(loss)
+            total += float(loss.detach())
         log.info("collaborative embeddings: epoch %d loss %.4f", epoch + 1, total / max(len(loader), 1))
         # Welford update of each item's embedding variance across epochs
         snapshot = model.item_embedding.weight.detach().cpu().double().numpy()

@@ -144,6 +144,9 @@ class FlexCode(SequentialRecommender):
         self._sem_x, self._cf_x = sem_x, cf_x
         sem_codes, cf_codes = self.tokenizer.encode(sem_x, cf_x)
         self.tokenizer_stats = self.tokenizer.stats(sem_x, cf_x)
+        for name, st in self.tokenizer_stats.items():
+            usage = ", ".join(f"L{lv['level'] + 1}: {lv['used_codes']}/{self.codebook_size} used, residual {lv['residual_mse']:.4f}" for lv in st["levels"])
+            self.logger.info("%s codebook: recon mse %.4f; %s", name, st["recon_mse"], usage)
         if self.training_mode == "staged":
             for p in self.tokenizer.parameters():
                 p.requires_grad_(False)
