@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import importlib.metadata
 import os
 import sys
@@ -164,10 +165,17 @@ def load_trusted_checkpoint(f, *args, **kwargs):
 
     Anything else keeps torch's safe default (``weights_only=True``), so a foreign or
     modified checkpoint holding arbitrary objects is refused exactly as plain torch would.
+    The bytes are read once, hashed and loaded from memory, so the file cannot be swapped
+    between the check and the load.
     """
-    if "weights_only" not in kwargs and is_trusted_checkpoint(f):
+    path = _real_path(f)
+    if "weights_only" in kwargs or path is None or path not in _TRUSTED_CHECKPOINTS:
+        return _torch_load(f, *args, **kwargs)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if hashlib.sha256(data).hexdigest() == _TRUSTED_CHECKPOINTS[path]:
         kwargs["weights_only"] = False
-    return _torch_load(f, *args, **kwargs)
+    return _torch_load(io.BytesIO(data), *args, **kwargs)
 
 
 def trust_checkpoint(path) -> None:

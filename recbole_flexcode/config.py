@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -51,11 +52,34 @@ def get_model_class(name: str):
 
     try:
         return get_model(name)
-    except ValueError as exc:
+    except (ValueError, ImportError, AttributeError) as exc:
+        # RecBole's lookup also imports optional model families (lightgbm, xgboost): keep the cause
         known = ", ".join(sorted(PLUGIN_MODELS))
         raise ConfigError(
-            f"unknown model '{name}': not a plugin model ({known}) nor a RecBole model"
+            f"unknown model '{name}': not a plugin model ({known}) nor a RecBole model ({exc})"
         ) from exc
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with RecBole's float rule, so ``1e-3`` is a float as in RecBole's own files."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text_or_stream):
+    return yaml.load(text_or_stream, Loader=_Loader)
 
 
 def parse_overrides(args: Iterable[str]) -> dict:
@@ -68,7 +92,7 @@ def parse_overrides(args: Iterable[str]) -> dict:
         if not key:
             raise ConfigError(f"cannot parse argument '{arg}': empty key")
         try:
-            parsed = yaml.safe_load(value) if value != "" else ""
+            parsed = load_yaml(value) if value != "" else ""
         except yaml.YAMLError:
             parsed = value
         if key in out and out[key] != parsed:
@@ -79,7 +103,7 @@ def parse_overrides(args: Iterable[str]) -> dict:
 
 def _read_yaml(path: Path) -> dict:
     with open(path, "r", encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+        return load_yaml(f) or {}
 
 
 class FlexConfig(Config):
@@ -124,6 +148,10 @@ class FlexConfig(Config):
                 self.internal_config_dict.update(layer)
                 if path.parent.name == "dataset":
                     self.parameters["Dataset"] += [k for k in layer if k not in self.parameters["Dataset"]]
+        # A partial eval_args (say {mode: uni100}) refines the protocol instead of replacing it
+        user_eval = self.external_config_dict.get("eval_args")
+        if isinstance(user_eval, dict) and isinstance(self.internal_config_dict.get("eval_args"), dict):
+            self.external_config_dict["eval_args"] = {**self.internal_config_dict["eval_args"], **user_eval}
         # Cross-entropy models train on the full softmax: no negative sampling unless asked for.
         loss_type = self.external_config_dict.get("loss_type", self.internal_config_dict.get("loss_type"))
         if loss_type == "CE" and "train_neg_sample_args" not in self.external_config_dict:

@@ -64,9 +64,11 @@ def format_table(result: dict) -> str:
     valid, test = result.get("best_valid_result") or {}, result.get("test_result") or {}
     names = list(dict.fromkeys(list(valid) + list(test)))
     lines = [f"{'metric':<12} {'valid':>8} {'test':>8}", "-" * 30]
+    def cell(x):
+        return "-" if x is None else f"{x:.4f}"
+
     for name in names:
-        v, t = valid.get(name), test.get(name)
-        lines.append(f"{name:<12} {v if v is None else f'{v:.4f}':>8} {t if t is None else f'{t:.4f}':>8}")
+        lines.append(f"{name:<12} {cell(valid.get(name)):>8} {cell(test.get(name)):>8}")
     groups = result.get("popularity_groups")
     if groups:
         lines.append("-" * 30)
@@ -172,6 +174,7 @@ def run(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_flexcode.py",
+        allow_abbrev=False,
         description="Train and evaluate a model (FlexCode, SOLID or any RecBole model) under the shared protocol. "
         "Any other RecBole setting is given as --key=value.",
     )

@@ -1,0 +1,158 @@
+"""run_flexcode.py / quick_start.main: an end-to-end run on ml-tiny and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recbole_flexcode import compat
+from recbole_flexcode.quick_start import format_table, main
+
+REPO = Path(__file__).resolve().parent.parent
+METRICS = {"recall@5", "recall@10", "ndcg@5", "ndcg@10"}
+N_USERS = 60  # users in the tiny_data fixture (all have >= 20 ratings, so all survive 5-core)
+
+
+def _small_args(tiny_data, tmp_path):
+    return [
+        f"--data_path={tiny_data}",
+        "--epochs=1",
+        "--MAX_ITEM_LIST_LENGTH=10",
+        "--show_progress=False",
+        "--hidden_size=16",
+        "--inner_size=32",
+        f"--checkpoint_dir={tmp_path / 'saved'}",
+        "--load_col={inter: [user_id, item_id, timestamp]}",
+    ]
+
+
+def _table_row(out: str, name: str) -> list[str]:
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == [name]]
+    assert len(rows) == 1, f"expected one '{name}' row in:\n{out}"
+    return rows[0]
+
+
+def test_main_end_to_end(tiny_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # RecBole writes log/ and log_tensorboard/ into the working directory
+    result_file = tmp_path / "out" / "result.json"
+    argv = ["--model=SASRec", "--dataset=ml-tiny", f"--result_file={result_file}", *_small_args(tiny_data, tmp_path)]
+    rc = main(argv)
+    out = capsys.readouterr().out
+    assert rc == 0
+
+    result = json.loads(result_file.read_text(encoding="utf-8"))
+    assert result["model"] == "SASRec" and result["dataset"] == "ml-tiny"
+    assert result["command"].startswith("python run_flexcode.py --model=SASRec")
+    assert set(result["best_valid_result"]) == METRICS
+    assert set(result["test_result"]) == METRICS
+    for value in list(result["best_valid_result"].values()) + list(result["test_result"].values()):
+        assert math.isfinite(value) and 0.0 <= value <= 1.0
+    # model selection is on validation NDCG@10 (the plugin's protocol)
+    assert result["best_valid_score"] == result["best_valid_result"]["ndcg@10"]
+
+    # the table printed is the one in the file
+    assert "SASRec on ml-tiny" in out and f"results: {result_file}" in out
+    for name in ("recall@10", "ndcg@10"):
+        row = _table_row(out, name)
+        assert row[1] == f"{result['best_valid_result'][name]:.4f}"
+        assert row[2] == f"{result['test_result'][name]:.4f}"
+    assert "test head users=" in out and "test tail users=" in out
+
+    # head/tail groups cover every test user once
+    groups = result["popularity_groups"]
+    assert result["n_test_users"] == N_USERS
+    assert groups["head"]["users"] + groups["tail"]["users"] == result["n_test_users"]
+    assert groups["all"]["users"] == result["n_test_users"]
+    assert groups["head"]["users"] > 0 and groups["tail"]["users"] > 0
+    # the group evaluator over all users reproduces RecBole's own test metrics
+    assert any(v > 0 for v in result["test_result"].values())  # not a trivial 0 == 0
+    for name in METRICS:
+        assert abs(groups["all"][name] - result["test_result"][name]) <= 5e-5 + 1e-12, name
+        # and the groups average back to the whole (weighted by group size)
+        weighted = (
+            groups["head"][name] * groups["head"]["users"] + groups["tail"][name] * groups["tail"]["users"]
+        ) / groups["all"]["users"]
+        assert weighted == pytest.approx(groups["all"][name])
+
+    # the checkpoint RecBole tested on was written (and is trusted) by this process
+    assert os.path.isfile(result["checkpoint"]) and compat.is_trusted_checkpoint(result["checkpoint"])
+    assert not result_file.with_name(result_file.name + ".tmp").exists()
+
+
+def test_format_table():
+    result = {
+        "best_valid_result": {"recall@10": 0.5, "ndcg@10": 0.25},
+        "test_result": {"recall@10": 0.125, "ndcg@10": 0.0625},
+        "popularity_groups": {
+            "head": {"users": 3, "recall@10": 1.0, "ndcg@10": 0.5},
+            "tail": {"users": 2, "recall@10": 0.0, "ndcg@10": 0.0},
+        },
+    }
+    table = format_table(result)
+    assert _table_row(table, "recall@10") == ["recall@10", "0.5000", "0.1250"]
+    assert _table_row(table, "ndcg@10") == ["ndcg@10", "0.2500", "0.0625"]
+    assert "test head users=3      recall@10=1.0000 ndcg@10=0.5000" in table
+    assert "test tail users=2      recall@10=0.0000 ndcg@10=0.0000" in table
+    assert len(table.splitlines()) == 2 + 2 + 1 + 2
+
+
+def test_format_table_missing_metric():
+    """A metric missing on one side (e.g. ``--eval_step=0``: no validation) gets a placeholder, not a crash."""
+    table = format_table({"best_valid_result": {"ndcg@10": 0.25}, "test_result": {"ndcg@10": 0.5, "recall@5": 0.1}})
+    assert _table_row(table, "ndcg@10") == ["ndcg@10", "0.2500", "0.5000"]
+    row = _table_row(table, "recall@5")
+    assert len(row) == 3 and row[2] == "0.1000"
+    assert not re.fullmatch(r"\d\.\d{4}", row[1])
+    # nothing validated at all: still a table with the test column
+    table = format_table({"best_valid_result": {}, "test_result": {"ndcg@10": 0.5}})
+    assert _table_row(table, "ndcg@10")[2] == "0.5000"
+
+
+def _assert_one_line_error(rc, err, *needles):
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:") and "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_script_unknown_model_subprocess(tiny_data):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "run_flexcode.py", "--model=NoSuchModel", "--dataset=ml-tiny", f"--data_path={tiny_data}"],
+        cwd=str(REPO), env=env, capture_output=True, text=True, timeout=300,
+    )
+    _assert_one_line_error(proc.returncode, proc.stderr, "NoSuchModel")
+    assert proc.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--model=NoSuchModel", "--dataset=ml-tiny"], ["NoSuchModel"]),
+        (["--model=SASRec", "--dataset=no_such_data"], ["no_such_data", "not found"]),
+        (["--model=SASRec", "--dataset=ml-tiny", "--config_files={missing}"], ["config file not found", "{missing}"]),
+        (["--model=SASRec", "--dataset=ml-tiny", "--epochs"], ["--epochs"]),
+        (["--model=SASRec", "--dataset=ml-tiny", "epochs=1"], ["epochs=1"]),
+        (["--model=SASRec", "--dataset=ml-tiny", "--epochs=1", "--epochs=2"], ["epochs"]),
+    ],
+    ids=["unknown-model", "unknown-dataset", "missing-config-file", "override-without-value",
+         "override-without-dashes", "conflicting-override"],
+)
+def test_main_errors_exit_2(args, needles, tiny_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    missing = str(tmp_path / "missing.yaml")
+    args = [a.replace("{missing}", missing) for a in args] + [f"--data_path={tiny_data}"]
+    rc = main(args)
+    captured = capsys.readouterr()
+    _assert_one_line_error(rc, captured.err, *[n.replace("{missing}", missing) for n in needles])
+    assert captured.out == ""
+    assert not (tmp_path / "results").exists()
