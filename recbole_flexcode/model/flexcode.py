@@ -158,6 +158,12 @@ class FlexCode(SequentialRecommender):
             torch.cat([pad, cf_codes.cpu()]), torch.cat([pad, sem_codes.cpu()]), self.codebook_size,
             min_disamb=int(_cfg(config, "min_disamb_tokens", 4)),
         )
+        if self.training_mode == "joint":
+            # re-encoding during training can grow a collision group: leave the vocabulary headroom
+            paths, self.layout, self.collision_stats = all_split_paths(
+                torch.cat([pad, cf_codes.cpu()]), torch.cat([pad, sem_codes.cpu()]), self.codebook_size,
+                min_disamb=2 * self.layout.n_disamb,
+            )
         for st in self.collision_stats:
             self.logger.info(
                 "split %d CF + %d semantic tokens: collision rate before resolution %.4f (max group %d)",
@@ -220,9 +226,11 @@ class FlexCode(SequentialRecommender):
         if layout.n_disamb > self.layout.n_disamb:
             self.logger.warning("joint mode: a collision group outgrew the disambiguation vocabulary; codes not updated")
             return
-        self.paths.copy_(paths)
-        self.cf_tokens.copy_(self.layout.level_tokens(cf_codes, semantic=False))
-        self.sem_tokens.copy_(self.layout.level_tokens(sem_codes, semantic=True))
+        # Rebind rather than copy_: this runs inside calculate_loss, before the step's backward,
+        # whose graph still holds the old token tensors (embedding lookups save their indices).
+        self.paths = paths
+        self.cf_tokens = self.layout.level_tokens(cf_codes, semantic=False)
+        self.sem_tokens = self.layout.level_tokens(sem_codes, semantic=True)
 
     # ------------------------------------------------------------------ routing
     def split_probs(self) -> torch.Tensor:

@@ -1,0 +1,583 @@
+"""The FlexCode model (recbole_flexcode.model.flexcode) on a tiny ml-100k slice.
+
+One small model is built once per session (text embeddings, SASRec, dual tokenizer, paths,
+router and generator) and reused; tests that change it work on a deep copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import json
+import math
+import os
+import time
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import recbole_flexcode  # noqa: F401  (compatibility fixes first)
+from recbole_flexcode.config import FlexConfig
+from recbole_flexcode.embeddings import text as text_mod
+from recbole_flexcode.tokenizer.dual import DualCodebookTokenizer
+
+FIELDS = ["movie_title", "release_year", "class"]
+L = 3
+
+
+def base_config_dict(data_path, cache_dir) -> dict:
+    return {
+        "data_path": str(data_path),
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", *FIELDS]},
+        "text_fields": FIELDS,
+        "user_inter_num_interval": "[5,inf)",
+        "item_inter_num_interval": "[5,inf)",
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "show_progress": False,
+        "epochs": 1,
+        "cache_dir": str(cache_dir),
+        "token_budget": L,
+        "codebook_size": 16,
+        "code_dim": 16,
+        "rqvae_hidden_sizes": [32],
+        "rqvae_epochs": 15,
+        "rqvae_batch_size": 256,
+        "align_proj_size": 16,
+        "cf_epochs": 2,
+        "cf_hidden_size": 16,
+        "cf_inner_size": 32,
+        "cf_n_layers": 1,
+        "router_hidden_size": 8,
+        "hidden_size": 16,
+        "inner_size": 32,
+        "n_encoder_layers": 1,
+        "n_decoder_layers": 1,
+        "dropout_prob": 0.1,
+        "beam_size": 20,
+        "train_batch_size": 128,
+    }
+
+
+class Refit(RuntimeError):
+    """Raised by patched training entry points: a stage was recomputed instead of loaded."""
+
+
+def _raise(*args, **kwargs):
+    raise Refit("stage recomputed")
+
+
+@contextlib.contextmanager
+def single_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def flex(tiny_data, tmp_path_factory):
+    """Config, data loaders and one FlexCode model (full variant, staged training)."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_flexcode.model.flexcode import FlexCode
+
+    cache_dir = tmp_path_factory.mktemp("flexcode-cache")
+    cfg = base_config_dict(tiny_data, cache_dir)
+    with single_thread():
+        config = FlexConfig("FlexCode", "ml-tiny", config_dict=cfg)
+        init_seed(config["seed"], config["reproducibility"])
+        dataset = create_dataset(config)
+        train, valid, test = data_preparation(config, dataset)
+        init_seed(config["seed"], config["reproducibility"])
+        t = time.time()
+        model = FlexCode(config, train._dataset)
+        build_s = time.time() - t
+    model.eval()
+    torch.manual_seed(0)
+    train_batch = next(iter(train))
+    test_batch = next(iter(test))[0]
+    return dict(
+        cfg=cfg, config=config, dataset=dataset, train=train, valid=valid, test=test, model=model,
+        cache_dir=cache_dir, build_s=build_s, train_batch=train_batch, test_batch=test_batch,
+    )
+
+
+def make_model(flex, **overrides):
+    """Another FlexCode on the same training split with some settings changed."""
+    from recbole.utils import init_seed
+
+    from recbole_flexcode.model.flexcode import FlexCode
+
+    config = FlexConfig("FlexCode", "ml-tiny", config_dict={**flex["cfg"], **overrides})
+    with single_thread():
+        init_seed(config["seed"], config["reproducibility"])
+        return FlexCode(config, flex["train"]._dataset)
+
+
+@contextlib.contextmanager
+def decoding(model, mode, beam_size=None):
+    old = (model.decode_mode, model.beam_size)
+    model.decode_mode = mode
+    if beam_size is not None:
+        model.beam_size = beam_size
+    try:
+        yield model
+    finally:
+        model.decode_mode, model.beam_size = old
+
+
+class FixedRouter(nn.Module):
+    """Stands in for the PATA router: fixed split probabilities for every item."""
+
+    def __init__(self, probs):
+        super().__init__()
+        self.register_buffer("probs", probs)
+        self.budget = probs.shape[1] - 1
+
+    def forward(self, features):
+        return self.probs
+
+    def alpha(self, probs):
+        return (probs * torch.arange(self.budget + 1, dtype=probs.dtype)).sum(-1) / self.budget
+
+
+def mixed_split_model(model, seed=0):
+    """A copy whose items are spread over all L+1 splits (an untrained router picks split 0)."""
+    m = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    m.router = FixedRouter(torch.softmax(3 * torch.randn(m.n_items, m.budget + 1, generator=gen), -1))
+    return m
+
+
+# ----------------------------------------------------------------------------- config and construction
+
+
+def test_config_has_no_negative_sampling(flex):
+    config = flex["config"]
+    assert config["loss_type"] == "CE"
+    assert config["train_neg_sample_args"]["distribution"] == "none"
+    batch = flex["train_batch"]
+    assert "neg_item_id" not in batch.interaction
+    # one training row per target: nothing sampled on top of the training split
+    n_rows = sum(len(b) for b in flex["train"])
+    assert n_rows == len(flex["train"]._dataset.inter_feat)
+
+
+def test_construction_stages_and_shapes(flex):
+    m = flex["model"]
+    n = flex["dataset"].item_num
+    assert m.n_items == n
+    assert m.paths.shape == (L + 1, n, L + 1)
+    assert m.cf_tokens.shape == m.sem_tokens.shape == (n, L)
+    assert m.features.shape == (n, 4) and torch.all(m.features[0] == 0)
+    assert float(m.features[1:].min()) >= 0 and float(m.features[1:].max()) <= 1
+    assert set(m.stage_timings) == {"text_embeddings", "collaborative_embeddings", "tokenizer"}
+    assert len(m.collision_stats) == L + 1
+    assert m.strata.shape == (n - 1,) and int(m.strata.max()) < m.n_strata
+    # staged training: the tokenizer is frozen
+    assert not any(p.requires_grad for p in m.tokenizer.parameters())
+    # semantic codes come from the text of the items: the tokenizer saw 384-d MiniLM vectors
+    assert m.tokenizer.kwargs["sem_dim"] == 384 and m.tokenizer.kwargs["cf_dim"] == 16
+
+
+def test_split_paths_unique_and_well_formed(flex):
+    m = flex["model"]
+    lay = m.layout
+    real = m.paths[:, 1:]
+    for s in range(L + 1):
+        p = real[s]
+        assert torch.unique(p, dim=0).shape[0] == m.n_items - 1, s
+        assert torch.equal(p[:, :s], m.cf_tokens[1:, :s])
+        assert torch.equal(p[:, s:L], m.sem_tokens[1:, : L - s])
+        assert int(p[:, -1].min()) >= lay.disamb_offset and int(p[:, -1].max()) < lay.vocab_size
+    # paths of different splits never coincide
+    assert torch.unique(real.reshape(-1, L + 1), dim=0).shape[0] == (L + 1) * (m.n_items - 1)
+    assert int(real.min()) >= 1  # BOS is never a target
+    for st in m.collision_stats:
+        assert 0.0 <= st["collision_rate"] <= 1.0
+        assert lay.n_disamb >= st["max_group_size"]
+
+
+def test_trie_accepts_exactly_the_inference_paths(flex):
+    m = mixed_split_model(flex["model"])
+    splits = m.item_splits()[1:]
+    assert len(torch.unique(splits)) == L + 1  # every split in use
+    trie = m._get_trie()
+    paths, items = m._inference_paths()
+    assert len(trie) == m.n_items - 1 and torch.equal(items, torch.arange(1, m.n_items))
+    for item, path in zip(items.tolist(), paths.tolist()):
+        assert trie.item_of(path) == item
+        assert path == m.paths[splits[item - 1], item].tolist()
+    # the paths of other splits are not in the trie
+    gen = torch.Generator().manual_seed(1)
+    for item in torch.randint(1, m.n_items, (50,), generator=gen).tolist():
+        for s in range(L + 1):
+            if s != int(splits[item - 1]):
+                assert not trie.contains(m.paths[s, item].tolist())
+    # random token paths are rejected
+    real = {tuple(p) for p in paths.tolist()}
+    rejected = 0
+    for _ in range(200):
+        p = torch.randint(1, m.layout.vocab_size, (L + 1,), generator=gen).tolist()
+        if tuple(p) not in real:
+            assert not trie.contains(p)
+            rejected += 1
+    assert rejected > 150
+    assert not trie.contains(paths[0, :-1].tolist())  # a prefix is not an item
+    # a router change rebuilds the trie
+    m.router = FixedRouter(torch.nn.functional.one_hot(torch.full((m.n_items,), L), L + 1).float())
+    assert m._get_trie().item_of(m.paths[L, 1].tolist()) == 1
+
+
+# ----------------------------------------------------------------------------- loss and gradients
+
+
+def test_calculate_loss_gradients_staged(flex):
+    m = copy.deepcopy(flex["model"])
+    m.train()
+    with single_thread():
+        loss = m.calculate_loss(flex["train_batch"])
+        assert loss.dim() == 0 and torch.isfinite(loss)
+        loss.backward()
+    router_grads = [p.grad for p in m.router.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in router_grads)
+    assert m.router.mlp[-1].weight.grad.abs().sum() > 0
+    gen_grads = [p.grad for p in m.generator.parameters() if p.grad is not None]
+    assert gen_grads and sum(float(g.abs().sum()) for g in gen_grads) > 0
+    assert all(p.grad is None for p in m.tokenizer.parameters())
+
+
+def test_training_steps_reduce_loss(flex):
+    m = copy.deepcopy(flex["model"])
+    batch = flex["train_batch"]
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    with single_thread():
+        m.eval()
+        with torch.no_grad():
+            before = float(m.calculate_loss(batch))
+        torch.manual_seed(0)
+        for _ in range(15):
+            m.train()
+            loss = m.calculate_loss(batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        m.eval()
+        with torch.no_grad():
+            after = float(m.calculate_loss(batch))
+    assert math.isfinite(after)
+    assert after < 0.8 * before, (before, after)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+@pytest.fixture(scope="module")
+def trained(flex):
+    """A copy with a few training steps and items spread over all splits (non-trivial scores)."""
+    m = copy.deepcopy(flex["model"])
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    torch.manual_seed(0)
+    with single_thread():
+        for i, batch in enumerate(flex["train"]):
+            if i == 10:
+                break
+            m.train()
+            loss = m.calculate_loss(batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    m = mixed_split_model(m, seed=3)
+    m.eval()
+    return m
+
+
+def test_full_sort_predict_beam(flex, trained):
+    batch = flex["test_batch"]
+    with single_thread(), torch.no_grad(), decoding(trained, "beam", 20):
+        scores = trained.full_sort_predict(batch)
+    b = len(batch)
+    assert scores.shape == (b, trained.n_items)
+    finite = torch.isfinite(scores)
+    assert torch.all(finite.sum(1) == 20)
+    assert not finite[:, 0].any()  # never the padding item
+    assert torch.all(scores[~finite] == float("-inf"))
+    assert torch.all(scores[finite] <= 0)  # log-probabilities
+    # the beam holds real items from the trie, and differs between users
+    assert len({tuple(torch.nonzero(r).flatten().tolist()) for r in finite}) > 1
+
+
+def test_beam_scores_equal_exact_scores(flex, trained):
+    batch = flex["test_batch"][torch.arange(16)]
+    with single_thread(), torch.no_grad():
+        with decoding(trained, "exact"):
+            exact = trained.full_sort_predict(batch)
+        with decoding(trained, "beam", 20):
+            beam = trained.full_sort_predict(batch)
+        with decoding(trained, "beam", trained.n_items):
+            full_beam = trained.full_sort_predict(batch)
+    assert exact.shape == beam.shape == full_beam.shape == (16, trained.n_items)
+    assert torch.all(exact[:, 0] == float("-inf")) and torch.isfinite(exact[:, 1:]).all()
+    # a beam item's score is its exact sequence log-probability
+    hit = torch.isfinite(beam)
+    torch.testing.assert_close(beam[hit], exact[hit], atol=1e-4, rtol=1e-4)
+    # an exhaustive beam (beam_size >= #items) scores every item exactly ...
+    assert torch.isfinite(full_beam[:, 1:]).all()
+    torch.testing.assert_close(full_beam[:, 1:], exact[:, 1:], atol=1e-4, rtol=1e-4)
+    # ... so its top-10 is the exact top-10
+    top_beam, top_exact = full_beam.topk(10, dim=1), exact.topk(10, dim=1)
+    torch.testing.assert_close(top_beam.values, top_exact.values, atol=1e-4, rtol=1e-4)
+    assert torch.equal(top_beam.indices, top_exact.indices)
+    # and the 20-beam finds the exact top-k at least mostly (beam search is approximate)
+    overlap = 0
+    for r in range(16):
+        top10 = set(exact[r].topk(10).indices.tolist())
+        overlap += len(top10 & set(torch.nonzero(hit[r]).flatten().tolist()))
+    assert overlap >= 0.5 * 16 * 10
+
+
+def test_predict_equals_exact_score(flex, trained):
+    batch = flex["test_batch"][torch.arange(16)]
+    with single_thread(), torch.no_grad():
+        with decoding(trained, "exact"):
+            exact = trained.full_sort_predict(batch)
+        pred = trained.predict(batch)
+    items = batch["item_id"]
+    assert pred.shape == (16,)
+    torch.testing.assert_close(pred, exact[torch.arange(16), items], atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+@pytest.mark.parametrize(
+    "overrides, split, aligned",
+    [
+        ({"variant": "semantic_only"}, 0, False),
+        ({"variant": "cf_only"}, L, False),
+        ({"variant": "fix"}, math.ceil(L / 2), True),
+        ({"variant": "no_align"}, None, False),
+        ({"variant": "full", "token_budget": 4}, None, True),
+    ],
+    ids=["semantic_only", "cf_only", "fix", "no_align", "budget4"],
+)
+def test_variants(flex, overrides, split, aligned):
+    m = make_model(flex, **overrides)
+    budget = overrides.get("token_budget", L)
+    assert m.budget == budget and m.layout.n_levels == budget
+    assert m.paths.shape == (budget + 1, m.n_items, budget + 1)
+    for s in range(budget + 1):
+        assert torch.unique(m.paths[s, 1:], dim=0).shape[0] == m.n_items - 1
+    splits = m.item_splits()[1:]
+    if split is not None:
+        assert m.fixed_split == split
+        assert torch.all(splits == split)
+        probs = m.split_probs()
+        assert torch.all(probs[:, split] == 1)
+        paths, items = m._inference_paths()
+        assert torch.equal(paths, m.paths[split, items])
+    else:
+        assert m.fixed_split is None
+        assert int(splits.min()) >= 0 and int(splits.max()) <= budget
+    if aligned:
+        assert m.align_weight == pytest.approx(0.1) and m.tokenizer.align_weight == pytest.approx(0.1)
+    else:
+        assert m.align_weight == 0.0 and m.tokenizer.align_weight == 0.0
+    m.train()
+    with single_thread():
+        loss = m.calculate_loss(flex["train_batch"])
+        assert torch.isfinite(loss)
+        loss.backward()
+    router_used = any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.router.parameters())
+    assert router_used == (split is None)
+    m.eval()
+    with single_thread(), torch.no_grad():
+        scores = m.full_sort_predict(flex["test_batch"][torch.arange(4)])
+    assert torch.all(torch.isfinite(scores).sum(1) == m.beam_size)
+
+
+def test_fix_variant_custom_split(flex):
+    m = make_model(flex, variant="fix", fixed_cf_tokens=1)
+    assert torch.all(m.item_splits() == 1)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"variant": "bogus"}, {"training_mode": "sometimes"}, {"decode_mode": "greedy"}, {"beam_size": 5}, {"token_budget": 0}],
+)
+def test_invalid_settings_raise(flex, overrides):
+    with pytest.raises(ValueError):
+        make_model(flex, **overrides)
+
+
+def test_joint_training_updates_the_tokenizer(flex):
+    m = make_model(flex, training_mode="joint", recode_every=1000)
+    assert all(p.requires_grad for p in m.tokenizer.parameters())
+    before = {k: v.clone() for k, v in m.tokenizer.state_dict().items()}
+    batch = flex["train_batch"]
+    m.train()
+    with single_thread():
+        loss = m.calculate_loss(batch)
+        assert torch.isfinite(loss)
+        loss.backward()
+    for part in (m.tokenizer.semantic.encoder, m.tokenizer.collaborative.encoder, m.tokenizer.alignment):
+        grads = [p.grad for p in part.parameters()]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.router.parameters())
+    # the joint loss is the staged loss plus the tokenizer terms on the batch's items
+    staged = make_model(flex, min_disamb_tokens=m.layout.n_disamb)  # joint mode reserves disambiguation headroom
+    staged.load_state_dict(m.state_dict())
+    staged.train(False), m.train(False)
+    with torch.no_grad():
+        items = torch.unique(batch["item_id"]) - 1
+        tok = m.tokenizer.loss(m._sem_x[items], m._cf_x[items])["total"]
+        torch.testing.assert_close(m.calculate_loss(batch), staged.calculate_loss(batch) + tok, atol=1e-4, rtol=1e-4)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    m.train()
+    with single_thread():
+        for _ in range(2):
+            loss = m.calculate_loss(batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    changed = [k for k, v in m.tokenizer.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("semantic.") for k in changed) and any(k.startswith("collaborative.") for k in changed)
+    assert any(k.startswith("alignment.") for k in changed)
+
+
+def test_joint_training_survives_recoding(flex):
+    """Every ``recode_every`` steps all items are re-encoded; training must go on through it."""
+    # a disambiguation vocabulary wide enough that a re-encoding is never refused
+    m = make_model(flex, training_mode="joint", recode_every=2, min_disamb_tokens=64)
+    batch = flex["train_batch"]
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    m.train()
+    recode = mock.patch.object(type(m), "_recode", autospec=True, side_effect=type(m)._recode)
+    with single_thread(), recode as spy:
+        for step in range(1, 5):
+            loss = m.calculate_loss(batch)
+            assert torch.isfinite(loss)
+            assert spy.call_count == step // 2  # re-encoded at steps 2 and 4
+            if step % 2 == 0:  # the targets now follow the current codebooks
+                sem_codes, cf_codes = m.tokenizer.encode(m._sem_x, m._cf_x)
+                assert torch.equal(m.cf_tokens[1:], m.layout.level_tokens(cf_codes, semantic=False))
+                assert torch.equal(m.sem_tokens[1:], m.layout.level_tokens(sem_codes, semantic=True))
+                for s in range(L + 1):
+                    assert torch.unique(m.paths[s, 1:], dim=0).shape[0] == m.n_items - 1
+            opt.zero_grad()
+            loss.backward()  # the step that re-encoded must still backpropagate
+            opt.step()
+
+
+# ----------------------------------------------------------------------------- caching
+
+
+def test_second_construction_hits_every_cache(flex):
+    from recbole.model.sequential_recommender import SASRec
+
+    with mock.patch.object(DualCodebookTokenizer, "fit", _raise), mock.patch.object(
+        SASRec, "calculate_loss", _raise
+    ), mock.patch.object(text_mod, "encode_texts", _raise), mock.patch.object(text_mod, "load_encoder", _raise):
+        t = time.time()
+        m = make_model(flex)
+        elapsed = time.time() - t
+    ref = flex["model"]
+    assert torch.equal(m.paths, ref.paths) and torch.equal(m.features, ref.features)
+    for (k, v), (k2, v2) in zip(m.tokenizer.state_dict().items(), ref.tokenizer.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+    assert elapsed < max(10.0, 0.5 * flex["build_s"]), (elapsed, flex["build_s"])
+    files = sorted(os.listdir(os.path.join(flex["cache_dir"], "ml-tiny")))
+    assert sum(f.startswith("text_emb-") for f in files) >= 1
+    assert sum(f.startswith("cf_emb-") for f in files) == 1
+
+
+def test_text_field_change_invalidates_text_cache(flex):
+    from recbole.model.sequential_recommender import SASRec
+
+    calls = []
+
+    def fake_encode(texts, **kwargs):
+        calls.append(list(texts))
+        gen = np.random.default_rng(len(calls))
+        v = gen.normal(size=(len(texts), 384)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    cache = os.path.join(flex["cache_dir"], "ml-tiny")
+    before = {f for f in os.listdir(cache) if f.startswith("text_emb-")}
+    # the collaborative stage does not depend on the text: still a cache hit
+    with mock.patch.object(text_mod, "encode_texts", fake_encode), mock.patch.object(SASRec, "calculate_loss", _raise):
+        make_model(flex, text_fields=["movie_title"])
+    assert len(calls) == 1
+    assert len(calls[0]) == flex["model"].n_items - 1
+    assert all(t.startswith("movie_title: ") and "class:" not in t for t in calls[0])
+    after = {f for f in os.listdir(cache) if f.startswith("text_emb-")}
+    assert len(after - before) == 1
+    # and the original field list is still served from the cache
+    with mock.patch.object(text_mod, "encode_texts", _raise), mock.patch.object(DualCodebookTokenizer, "fit", _raise):
+        make_model(flex)
+
+
+# ----------------------------------------------------------------------------- reporting and end to end
+
+
+def test_export_artifacts(flex, tmp_path):
+    m = mixed_split_model(flex["model"])
+    written = m.export_artifacts(str(tmp_path / "art"))
+    csv_path, png_path = tmp_path / "art" / "item_splits.csv", tmp_path / "art" / "split_vs_popularity.png"
+    assert sorted(written) == sorted([str(csv_path), str(png_path)])
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == m.n_items - 1
+    assert [int(r["item_id"]) for r in rows] == list(range(1, m.n_items))
+    splits = m.item_splits()[1:].tolist()
+    for r, s, c in zip(rows, splits, m.item_counts[1:]):
+        assert int(r["cf_tokens"]) == s and int(r["cf_tokens"]) + int(r["semantic_tokens"]) == L
+        assert int(r["train_interactions"]) == int(c)
+        assert 0.0 <= float(r["alpha"]) <= 1.0
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in os.listdir(tmp_path / "art") if p.endswith(".tmp") or ".tmp." in p]
+
+
+def test_report(flex):
+    rep = flex["model"].report()
+    assert rep["variant"] == "full" and rep["token_budget"] == L
+    assert sum(rep["split_histogram"]) == flex["model"].n_items - 1
+    assert len(rep["collisions"]) == L + 1
+    json.dumps(rep)  # JSON-serialisable
+
+
+def test_quick_start_run_end_to_end(flex, tmp_path, monkeypatch):
+    from recbole_flexcode.quick_start import run
+
+    monkeypatch.chdir(tmp_path)  # RecBole writes ./log and ./log_tensorboard
+    result_file = tmp_path / "out" / "flexcode.json"
+    cfg = {**flex["cfg"], "checkpoint_dir": str(tmp_path / "saved")}
+    with single_thread():
+        result = run("FlexCode", "ml-tiny", config_dict=cfg, result_file=str(result_file), command="pytest")
+    assert result_file.is_file()
+    on_disk = json.loads(result_file.read_text())
+    assert on_disk["model"] == "FlexCode" and on_disk["dataset"] == "ml-tiny"
+    for name in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"):
+        value = result["test_result"][name]
+        assert math.isfinite(value) and 0.0 <= value <= 1.0
+        assert on_disk["test_result"][name] == pytest.approx(value)
+    assert result["n_test_users"] == flex["dataset"].user_num - 1
+    rep = on_disk["model_report"]
+    assert len(rep["collisions"]) == L + 1
+    assert all(0.0 <= c["collision_rate"] <= 1.0 for c in rep["collisions"])
+    for name in ("semantic", "collaborative"):
+        st = rep["tokenizer"][name]
+        assert math.isfinite(st["recon_mse"]) and len(st["levels"]) == L
+    assert sum(rep["split_histogram"]) == flex["dataset"].item_num - 1
+    assert set(on_disk["popularity_groups"]) >= {"head", "tail", "all"}
+    artifacts = on_disk["artifacts"]
+    assert any(a.endswith("item_splits.csv") for a in artifacts)
+    assert all(os.path.isfile(a) for a in artifacts)
+    assert os.path.isfile(on_disk["checkpoint"])
