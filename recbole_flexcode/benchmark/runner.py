@@ -1,0 +1,430 @@
+"""Benchmark runner: every (row, seed) through :func:`recbole_flexcode.quick_start.run`, resumable.
+
+Usage::
+
+    python -m recbole_flexcode.benchmark --dataset=Amazon_Beauty \\
+        --models=SASRec,BERT4Rec,GRU4Rec,Caser,FlexCode,FlexCode-semantic_only,FlexCode-cf_only,FlexCode-fix,FlexCode-no_align \\
+        [--budgets=3,4,5,6] [--seeds=2020,2021,2022] [--data_path=DIR] [--out=results] \\
+        [--config_files="a.yaml b.yaml"] [--tables-only] [--key=value ...]
+
+Rows (``--models``, comma-separated):
+
+* a RecBole or plugin model name (``SASRec``, ``BERT4Rec``, ``GRU4Rec``, ``Caser``, ...) -> that model;
+* ``FlexCode`` -> FlexCode with ``variant=full``;
+* ``FlexCode-<variant>`` -> ``variant=<variant>`` (``semantic_only``, ``cf_only``, ``fix``, ``no_align``, ``full``);
+* ``FlexCode-L<n>`` / ``FlexCode-<variant>-L<n>`` -> ``token_budget=n`` (the budget table);
+  ``--budgets=3,4,5,6`` appends ``FlexCode-L3 .. FlexCode-L6``.
+
+Every other ``--key=value`` is a RecBole/plugin setting given to every run (``--data_path`` too).
+A row's own settings (variant, token budget) and the seed win over them; ``--seed`` is refused
+(use ``--seeds``).
+
+Each (row, seed) writes ``<out>/<dataset>/runs/<row>-seed<seed>.json``: :func:`quick_start.run`'s
+result plus a ``benchmark`` section with what this runner measures:
+
+* ``inference_users_per_s``: test users / wall seconds of RecBole's test pass in ``run()``
+  (``timings_s.test``: loading the best checkpoint, full-sort scoring of every test user in
+  batches of ``eval_batch_size``, metric computation) — no separate timing pass;
+* ``peak_memory_bytes``: on a GPU run ``torch.cuda.max_memory_allocated()`` over the run (peak
+  statistics reset before it); on CPU the process's peak resident set size over the run (Linux
+  ``VmHWM``, reset before the run through ``/proc/self/clear_refs``; where that reset is refused,
+  the process-lifetime ``ru_maxrss``, flagged ``peak_rss_reset: false``);
+* ``device``: the GPU's name, or the CPU model from ``/proc/cpuinfo``;
+* ``train_s`` (``timings_s.train``: RecBole ``trainer.fit``, including per-epoch validation),
+  ``stages_s`` (``timings_s.model_init``: FlexCode's text-embedding / CF-SASRec / tokenizer stages,
+  near zero when they come from the cache) and ``wall_s`` (the whole ``run()`` call).
+
+Resume: a (row, seed) whose JSON exists *with* its ``benchmark`` section is skipped ("skip (done)").
+``run()`` writes its JSON atomically and the runner then rewrites it atomically with the
+``benchmark`` section, so an interrupted run leaves either nothing or a file without that
+section, which the next invocation reruns.  Tables (:mod:`.tables`) are rewritten after every
+finished run and at the end; ``--tables-only`` rewrites them from the run JSONs without training.
+
+Exit status: 0 success; 2 bad arguments (unknown row, bad seeds, bad ``--key=value``) or a
+configuration error raised by ``run()`` (missing dataset, ...); 1 when some run failed (the
+others still ran); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+DEFAULT_MODELS = (
+    "SASRec,BERT4Rec,GRU4Rec,Caser,FlexCode,FlexCode-semantic_only,"
+    "FlexCode-cf_only,FlexCode-fix,FlexCode-no_align"
+)
+DEFAULT_SEEDS = "2020,2021,2022"
+#: FlexCode variants (kept in step with ``recbole_flexcode.model.flexcode.VARIANTS``; a test checks).
+FLEXCODE_VARIANTS = ("full", "semantic_only", "cf_only", "fix", "no_align")
+_ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
+_FLEX_ROW = re.compile(r"^FlexCode(?:-(?P<variant>[a-z_]+?))?(?:-L(?P<budget>\d+))?$")
+
+
+class BenchmarkError(ValueError):
+    """A user-facing argument problem (unknown row, bad list); the CLI exits with status 2."""
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row of the benchmark: a model and the settings that distinguish it."""
+
+    name: str
+    model: str
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def variant(self):
+        return self.overrides.get("variant")
+
+    @property
+    def budget(self):
+        return self.overrides.get("token_budget")
+
+    @property
+    def is_budget_row(self) -> bool:
+        return self.model == "FlexCode" and "token_budget" in self.overrides
+
+
+def parse_row(name: str, check_model: bool = True) -> RowSpec:
+    """Row name -> :class:`RowSpec` (see the module docstring); :class:`BenchmarkError` if unknown."""
+    name = name.strip()
+    if not name or not _ROW_NAME.match(name):
+        raise BenchmarkError(f"unknown row '{name}'")
+    if name == "FlexCode" or name.startswith("FlexCode-"):
+        m = _FLEX_ROW.match(name)
+        if not m:
+            raise BenchmarkError(f"unknown row '{name}': FlexCode rows are FlexCode[-<variant>][-L<n>]")
+        variant = m.group("variant") or "full"
+        if variant not in FLEXCODE_VARIANTS:
+            raise BenchmarkError(
+                f"unknown row '{name}': FlexCode variant '{variant}' is not one of {', '.join(FLEXCODE_VARIANTS)}"
+            )
+        overrides = {"variant": variant}
+        if m.group("budget") is not None:
+            budget = int(m.group("budget"))
+            if not 1 <= budget <= 8:
+                raise BenchmarkError(f"unknown row '{name}': token budget must be in 1..8")
+            overrides["token_budget"] = budget
+        return RowSpec(name, "FlexCode", overrides)
+    if "-" in name:
+        raise BenchmarkError(f"unknown row '{name}'")
+    if check_model:
+        from recbole_flexcode.config import ConfigError, get_model_class
+
+        try:
+            get_model_class(name)
+        except (ConfigError, ImportError) as exc:
+            # RecBole's model lookup imports every model module while searching; a missing
+            # optional dependency (lightgbm, xgboost) surfaces as ImportError for unknown names.
+            raise BenchmarkError(f"unknown row '{name}': not a plugin model nor a RecBole model") from exc
+    return RowSpec(name, name, {})
+
+
+def _split_list(text: str) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(x) for x in _split_list(text)]
+    except ValueError as exc:
+        raise BenchmarkError(f"--{what} must be comma-separated integers, got '{text}'") from exc
+    return list(dict.fromkeys(values))
+
+
+def build_rows(models: str, budgets: str | None, check_model: bool = True) -> list[RowSpec]:
+    """Rows in command-line order, duplicates dropped; ``--budgets`` appends ``FlexCode-L<n>`` rows."""
+    names = _split_list(models)
+    for b in parse_int_list(budgets, "budgets") if budgets else []:
+        names.append(f"FlexCode-L{b}")
+    rows, seen = [], set()
+    for n in names:
+        spec = parse_row(n, check_model=check_model)
+        if spec.name not in seen:
+            seen.add(spec.name)
+            rows.append(spec)
+    if not rows:
+        raise BenchmarkError("no rows given (--models)")
+    return rows
+
+
+# ---------------------------------------------------------------------- paths and files
+def dataset_dir(out: str, dataset: str) -> str:
+    return os.path.join(out, dataset)
+
+
+def runs_dir(out: str, dataset: str) -> str:
+    return os.path.join(dataset_dir(out, dataset), "runs")
+
+
+def run_file(out: str, dataset: str, row: str, seed: int) -> str:
+    return os.path.join(runs_dir(out, dataset), f"{row}-seed{seed}.json")
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (never a partial file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_finished(path: str) -> dict | None:
+    """The run JSON at ``path`` if it is complete (has the ``benchmark`` section), else None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("benchmark"), dict) and "test_result" in data:
+        return data
+    return None
+
+
+# ---------------------------------------------------------------------- measurements
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_name(machine: dict | None) -> str:
+    machine = machine or {}
+    if machine.get("gpu"):
+        return f"GPU: {machine['gpu']}"
+    return f"CPU: {cpu_model()} ({os.cpu_count()} cores)"
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's peak RSS (Linux ``echo 5 > /proc/self/clear_refs``); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (``VmHWM``; ``ru_maxrss`` where /proc is missing)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def run_one(spec: RowSpec, seed: int, dataset: str, path: str, overrides: dict, config_files, command: str) -> dict:
+    """Train and evaluate one (row, seed) through ``quick_start.run``; write its JSON; return it."""
+    from recbole_flexcode import quick_start
+
+    cuda = _cuda_available()
+    if cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    rss_reset = reset_peak_rss()
+    cmd_args = {**overrides, **spec.overrides, "seed": int(seed)}
+    t0 = time.time()
+    result = quick_start.run(
+        spec.model,
+        dataset,
+        config_file_list=config_files,
+        cmd_args=cmd_args,
+        saved=True,
+        result_file=path,
+        command=command,
+    )
+    wall = time.time() - t0
+    result = dict(result)
+    result.pop("result_file", None)
+    machine = result.get("machine") or {}
+    on_gpu = str(machine.get("device", "")).startswith("cuda") and cuda
+    timings = result.get("timings_s") or {}
+    n_users = result.get("n_test_users")
+    if n_users is None:
+        n_users = (result.get("popularity_groups") or {}).get("all", {}).get("users")
+    test_s = timings.get("test")
+    bench = {
+        "row": spec.name,
+        "model": spec.model,
+        "row_overrides": dict(spec.overrides),
+        "seed": int(seed),
+        "device": device_name(machine if on_gpu else {}),
+        "wall_s": wall,
+        "train_s": timings.get("train"),
+        "stages_s": timings.get("model_init"),
+        "test_s": test_s,
+        "n_test_users": n_users,
+        "inference_users_per_s": (n_users / test_s) if n_users and test_s else None,
+        "inference_timing": "test users / timings_s.test (RecBole test pass incl. checkpoint load)",
+        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_reset": rss_reset,
+        "peak_gpu_memory_bytes": None,
+    }
+    if on_gpu:
+        import torch
+
+        bench["peak_gpu_memory_bytes"] = int(torch.cuda.max_memory_allocated())
+        bench["peak_memory_bytes"] = bench["peak_gpu_memory_bytes"]
+        bench["peak_memory_kind"] = "GPU max allocated"
+    else:
+        bench["peak_memory_bytes"] = bench["peak_rss_bytes"]
+        bench["peak_memory_kind"] = "process peak RSS" if rss_reset else "process lifetime max RSS"
+    result["benchmark"] = bench
+    write_json_atomic(path, result)
+    return result
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(round(max(0.0, seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+# ---------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m recbole_flexcode.benchmark",
+        allow_abbrev=False,  # --seed or --data_path must never be read as --seeds / --dataset
+        description="Train every row for every seed under the shared protocol (resumable) and write "
+        "<out>/<dataset>/benchmark.md and benchmark.csv. Any other --key=value is a RecBole/plugin "
+        "setting given to every run.",
+    )
+    p.add_argument("--dataset", "-d", required=True, help="dataset name (e.g. Amazon_Beauty)")
+    p.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated rows (default: {DEFAULT_MODELS})")
+    p.add_argument("--budgets", default=None, help="token budgets: adds rows FlexCode-L<n> (e.g. 3,4,5,6)")
+    p.add_argument("--seeds", default=DEFAULT_SEEDS, help=f"comma-separated seeds (default: {DEFAULT_SEEDS})")
+    p.add_argument("--out", default="results", help="results root (default: results)")
+    p.add_argument("--config_files", default=None, help="space-separated YAML config files for every run")
+    p.add_argument("--tables-only", "--tables_only", dest="tables_only", action="store_true",
+                   help="only rewrite the tables from existing run JSONs (no training)")
+    return p
+
+
+def command_line(argv) -> str:
+    return "python -m recbole_flexcode.benchmark " + " ".join(shlex.quote(a) for a in argv)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    command = command_line(argv)
+    from recbole_flexcode.benchmark import tables
+
+    try:
+        from recbole_flexcode.config import ConfigError, parse_overrides
+
+        try:
+            overrides = parse_overrides(rest)
+        except ConfigError as exc:
+            raise BenchmarkError(str(exc)) from exc
+        if "seed" in overrides:
+            raise BenchmarkError("use --seeds=a,b,c instead of --seed")
+        rows = build_rows(args.models, args.budgets, check_model=not args.tables_only)
+        seeds = parse_int_list(args.seeds, "seeds")
+        if not seeds:
+            raise BenchmarkError("no seeds given (--seeds)")
+    except BenchmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    row_names = [r.name for r in rows]
+    models_given = any(a == "--models" or a.startswith("--models=") for a in argv) or args.budgets
+    if args.tables_only:
+        written = tables.write_tables(
+            args.out, args.dataset, row_order=row_names, only_rows=row_names if models_given else None,
+            command=command,
+        )
+        for path in written:
+            print(f"wrote {path}")
+        return 0
+
+    config_files = args.config_files.split() if args.config_files else None
+    plan = [(spec, seed) for spec in rows for seed in seeds]
+    total = len(plan)
+    todo = sum(1 for spec, seed in plan if load_finished(run_file(args.out, args.dataset, spec.name, seed)) is None)
+    print(f"benchmark {args.dataset}: {len(rows)} rows x {len(seeds)} seeds = {total} runs ({total - todo} done, {todo} to run)",
+          flush=True)
+    start = time.time()
+    durations: list[float] = []
+    failed: list[str] = []
+    status = 0
+    try:
+        for i, (spec, seed) in enumerate(plan, start=1):
+            path = run_file(args.out, args.dataset, spec.name, seed)
+            head = f"[{i}/{total}] {spec.name} seed {seed} ..."
+            if load_finished(path) is not None:
+                print(f"{head} skip (done)", flush=True)
+                continue
+            print(f"{head} start (elapsed {_fmt_duration(time.time() - start)})", flush=True)
+            t = time.time()
+            try:
+                run_one(spec, seed, args.dataset, path, overrides, config_files, command)
+            except (ConfigError, FileNotFoundError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one failed run must not stop the others
+                traceback.print_exc()
+                print(f"{head} FAILED: {type(exc).__name__}: {exc}", flush=True)
+                failed.append(f"{spec.name} seed {seed}")
+                status = 1
+                todo -= 1
+                continue
+            durations.append(time.time() - t)
+            todo -= 1
+            eta = (sum(durations) / len(durations)) * todo
+            print(
+                f"{head} done in {_fmt_duration(durations[-1])} (elapsed {_fmt_duration(time.time() - start)}, "
+                f"ETA {_fmt_duration(eta)} for {todo} more)",
+                flush=True,
+            )
+            tables.write_tables(args.out, args.dataset, row_order=row_names, command=command)
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    written = tables.write_tables(args.out, args.dataset, row_order=row_names, command=command)
+    for path in written:
+        print(f"wrote {path}")
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return status

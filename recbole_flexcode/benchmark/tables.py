@@ -1,0 +1,374 @@
+"""Benchmark tables from the run JSONs: ``benchmark.md`` and ``benchmark.csv``.
+
+One row per benchmark row, aggregated over its seeds: mean, sample standard deviation
+(``ddof = 1``; undefined, shown as "–" and left empty in the CSV, when a row has one seed) and
+``n``.  The test metrics are those ``run()`` reports, i.e. measured on the checkpoint selected by
+validation NDCG@10.  The relative NDCG@10 gain of a row is ``mean(row) / mean(SASRec) − 1`` over
+the SASRec row of the same results folder (same split, protocol and seeds).  Rows named
+``FlexCode[-<variant>]-L<n>`` go to a second table (token budget).  Published numbers
+(:mod:`.published`) are printed in a separate block, marked as quoted and not measured here.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import math
+import os
+import re
+from datetime import datetime, timezone
+
+from recbole_flexcode.benchmark.published import published_for
+
+#: (key, label, getter) for every aggregated quantity.
+METRICS = [
+    ("recall@5", "R@5", lambda r: r.get("test_result", {}).get("recall@5")),
+    ("recall@10", "R@10", lambda r: r.get("test_result", {}).get("recall@10")),
+    ("ndcg@5", "N@5", lambda r: r.get("test_result", {}).get("ndcg@5")),
+    ("ndcg@10", "N@10", lambda r: r.get("test_result", {}).get("ndcg@10")),
+    ("valid_ndcg@10", "valid N@10", lambda r: (r.get("best_valid_result") or {}).get("ndcg@10")),
+    ("head_ndcg@10", "head N@10", lambda r: _group(r, "head", "ndcg@10")),
+    ("head_recall@10", "head R@10", lambda r: _group(r, "head", "recall@10")),
+    ("head_users", "head users", lambda r: _group(r, "head", "users")),
+    ("tail_ndcg@10", "tail N@10", lambda r: _group(r, "tail", "ndcg@10")),
+    ("tail_recall@10", "tail R@10", lambda r: _group(r, "tail", "recall@10")),
+    ("tail_users", "tail users", lambda r: _group(r, "tail", "users")),
+    ("train_s", "train s", lambda r: _bench(r, "train_s")),
+    ("stages_s", "stages s", lambda r: _bench(r, "stages_s")),
+    ("wall_s", "wall s", lambda r: _bench(r, "wall_s")),
+    ("inference_users_per_s", "users/s", lambda r: _bench(r, "inference_users_per_s")),
+    ("peak_memory_bytes", "peak memory", lambda r: _bench(r, "peak_memory_bytes")),
+]
+METRIC_KEYS = [m[0] for m in METRICS]
+_BUDGET_ROW = re.compile(r"^FlexCode(?:-[a-z_]+)?-L(\d+)$")
+_RUN_FILE = re.compile(r"^(?P<row>.+)-seed(?P<seed>-?\d+)\.json$")
+
+
+def _group(record, group, key):
+    return ((record.get("popularity_groups") or {}).get(group) or {}).get(key)
+
+
+def _bench(record, key):
+    return (record.get("benchmark") or {}).get(key)
+
+
+def _num(x):
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def mean_std(values) -> dict:
+    """``{"mean", "std", "n"}`` of the numeric values (None/NaN dropped); sample std, None when n < 2."""
+    vals = [v for v in (_num(x) for x in values) if v is not None]
+    n = len(vals)
+    if n == 0:
+        return {"mean": None, "std": None, "n": 0}
+    mean = sum(vals) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else None
+    return {"mean": mean, "std": std, "n": n}
+
+
+def budget_of(row: str) -> int | None:
+    m = _BUDGET_ROW.match(row)
+    return int(m.group(1)) if m else None
+
+
+def _default_sort_key(row: str):
+    """Baselines (SASRec first), then FlexCode, its variants, then budgets by L."""
+    flex = row == "FlexCode" or row.startswith("FlexCode-")
+    budget = budget_of(row)
+    return (flex, budget is not None, budget or 0, row != "SASRec", row != "FlexCode", row)
+
+
+def row_of(record: dict, path: str | None = None) -> str | None:
+    row = (record.get("benchmark") or {}).get("row")
+    if row:
+        return row
+    if path:
+        m = _RUN_FILE.match(os.path.basename(path))
+        if m:
+            return m.group("row")
+    return None
+
+
+def load_runs(runs_directory: str) -> list[dict]:
+    """Every finished run JSON (with a ``benchmark`` section) under ``runs_directory``, sorted by file name."""
+    records = []
+    for path in sorted(glob.glob(os.path.join(runs_directory, "*.json"))):
+        try:
+            with open(path, encoding="utf-8") as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(rec, dict) or not isinstance(rec.get("benchmark"), dict) or "test_result" not in rec:
+            continue
+        row = row_of(rec, path)
+        if row is None:
+            continue
+        rec = dict(rec)
+        rec["_row"] = row
+        rec["_path"] = path
+        records.append(rec)
+    return records
+
+
+def aggregate(records: list[dict], row_order=None, only_rows=None) -> list[dict]:
+    """Per-row summaries ``{"row", "n", "seeds", "metrics": {key: mean_std}, "devices", ...}``.
+
+    Rows follow ``row_order`` first, then the remaining rows in name order; ``only_rows`` filters.
+    """
+    by_row: dict[str, list[dict]] = {}
+    for rec in records:
+        row = rec.get("_row") or row_of(rec)
+        if row is None or (only_rows is not None and row not in only_rows):
+            continue
+        by_row.setdefault(row, []).append(rec)
+    order = [r for r in (row_order or []) if r in by_row]
+    order += sorted((r for r in by_row if r not in order), key=_default_sort_key)
+    summaries = []
+    for row in order:
+        recs = sorted(by_row[row], key=lambda r: (_num(r.get("seed")) or 0))
+        bench = [r.get("benchmark") or {} for r in recs]
+        summaries.append(
+            {
+                "row": row,
+                "model": bench[0].get("model") or recs[0].get("model"),
+                "variant": (bench[0].get("row_overrides") or {}).get("variant"),
+                "token_budget": (bench[0].get("row_overrides") or {}).get("token_budget") or budget_of(row),
+                "n": len(recs),
+                "seeds": [r.get("seed", b.get("seed")) for r, b in zip(recs, bench)],
+                "metrics": {key: mean_std(get(r) for r in recs) for key, _, get in METRICS},
+                "devices": sorted({b.get("device") for b in bench if b.get("device")}),
+                "memory_kinds": sorted({b.get("peak_memory_kind") for b in bench if b.get("peak_memory_kind")}),
+                "commands": sorted({r.get("command") for r in recs if r.get("command")}),
+            }
+        )
+    reference = next((s for s in summaries if s["row"] == "SASRec"), None)
+    ref = reference["metrics"]["ndcg@10"]["mean"] if reference else None
+    for s in summaries:
+        mine = s["metrics"]["ndcg@10"]["mean"]
+        if s["row"] == "SASRec" or ref is None or mine is None or ref == 0:
+            s["ndcg10_gain_vs_sasrec_pct"] = None
+        else:
+            s["ndcg10_gain_vs_sasrec_pct"] = (mine / ref - 1.0) * 100.0
+    return summaries
+
+
+# ---------------------------------------------------------------------- formatting
+def _fmt_metric(ms: dict, digits: int = 4) -> str:
+    if ms["mean"] is None:
+        return "–"
+    if ms["std"] is None:
+        return f"{ms['mean']:.{digits}f}"
+    return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
+
+
+def _fmt_count(ms: dict) -> str:
+    if ms["mean"] is None:
+        return "–"
+    if ms["std"] in (None, 0.0):
+        return f"{ms['mean']:.0f}"
+    return f"{ms['mean']:.1f} ± {ms['std']:.1f}"
+
+
+def _fmt_seconds(ms: dict) -> str:
+    if ms["mean"] is None:
+        return "–"
+    m = ms["mean"]
+    text = f"{m:.1f}" if m < 1000 else f"{m:.0f}"
+    return text if ms["std"] is None else f"{text} ± {ms['std']:.1f}"
+
+
+def _fmt_rate(ms: dict) -> str:
+    if ms["mean"] is None:
+        return "–"
+    spec = ",.0f" if ms["mean"] >= 100 else ".1f"
+    text = format(ms["mean"], spec)
+    return text if ms["std"] is None else f"{text} ± {format(ms['std'], spec)}"
+
+
+def format_bytes(x) -> str:
+    x = _num(x)
+    if x is None:
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(x) < 1024 or unit == "TiB":
+            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
+        x /= 1024.0
+    return f"{x:.1f} TiB"  # pragma: no cover
+
+
+def _fmt_gain(g) -> str:
+    return "–" if g is None else f"{g:+.1f}%"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _accuracy_rows(summaries):
+    out = []
+    for s in summaries:
+        m = s["metrics"]
+        out.append([
+            s["row"], str(s["n"]), _fmt_metric(m["recall@5"]), _fmt_metric(m["recall@10"]),
+            _fmt_metric(m["ndcg@5"]), _fmt_metric(m["ndcg@10"]), _fmt_gain(s["ndcg10_gain_vs_sasrec_pct"]),
+            _fmt_metric(m["valid_ndcg@10"]),
+        ])
+    return out
+
+
+def _group_rows(summaries):
+    out = []
+    for s in summaries:
+        m = s["metrics"]
+        out.append([
+            s["row"], str(s["n"]),
+            _fmt_metric(m["head_ndcg@10"]), _fmt_metric(m["head_recall@10"]), _fmt_count(m["head_users"]),
+            _fmt_metric(m["tail_ndcg@10"]), _fmt_metric(m["tail_recall@10"]), _fmt_count(m["tail_users"]),
+        ])
+    return out
+
+
+def _cost_rows(summaries):
+    out = []
+    for s in summaries:
+        m = s["metrics"]
+        mem = format_bytes(m["peak_memory_bytes"]["mean"])
+        if s["memory_kinds"]:
+            mem += f" ({', '.join(s['memory_kinds'])})"
+        out.append([
+            s["row"], str(s["n"]), _fmt_seconds(m["train_s"]), _fmt_seconds(m["stages_s"]), _fmt_seconds(m["wall_s"]),
+            _fmt_rate(m["inference_users_per_s"]), mem, "; ".join(s["devices"]) or "–",
+            ", ".join(str(x) for x in s["seeds"]),
+        ])
+    return out
+
+
+ACCURACY_HEADER = ["row", "n", "R@5", "R@10", "N@5", "N@10", "N@10 vs SASRec", "valid N@10"]
+GROUP_HEADER = ["row", "n", "head N@10", "head R@10", "head users", "tail N@10", "tail R@10", "tail users"]
+COST_HEADER = ["row", "n", "train s", "stages s", "wall s", "inference users/s", "peak memory", "device", "seeds"]
+
+
+def _published_block(dataset: str) -> str:
+    entries = published_for(dataset)
+    if not entries:
+        return ""
+    rows = [
+        [e["model"], f"{e['recall@5']:.4f}", f"{e['recall@10']:.4f}", f"{e['ndcg@5']:.4f}", f"{e['ndcg@10']:.4f}",
+         e["source"] + (f" ({e['note']})" if e.get("note") else "")]
+        for e in entries
+    ]
+    return "\n".join([
+        "## Published numbers — quoted from the paper / other reports, NOT measured here",
+        "",
+        "These come from other code, other preprocessing and other tuning; they are context, not "
+        "results of the runs above (columns in the same order as above).",
+        "",
+        _md_table(["model (as published)", "R@5", "R@10", "N@5", "N@10", "source"], rows),
+        "",
+    ])
+
+
+def render_markdown(dataset: str, summaries: list[dict], command: str | None) -> str:
+    main = [s for s in summaries if budget_of(s["row"]) is None]
+    budget = sorted((s for s in summaries if budget_of(s["row"]) is not None), key=lambda s: (budget_of(s["row"]), s["row"]))
+    run_commands = sorted({c for s in summaries for c in s["commands"]})
+    parts = [
+        f"# Benchmark: {dataset}",
+        "",
+        f"Table written by: `{command}`" if command else "",
+        f"Written at: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        "",
+    ]
+    if run_commands:
+        parts += ["Runs produced by:", ""] + [f"- `{c}`" for c in run_commands] + [""]
+    parts += [
+        "Protocol (SPEC §3): leave-last-out in time order, full ranking over all items; every number is the "
+        "test result of the checkpoint selected on validation NDCG@10. Cells are mean ± sample std over the "
+        "seeds (n = number of seeds; no std with one seed). \"N@10 vs SASRec\" = mean N@10 of the row / mean "
+        "N@10 of this folder's SASRec row − 1.",
+        "",
+    ]
+    if main:
+        parts += ["## Accuracy (test)", "", _md_table(ACCURACY_HEADER, _accuracy_rows(main)), ""]
+        parts += [
+            "## Popularity groups (test users by target item: head = 20% most popular items in training)",
+            "", _md_table(GROUP_HEADER, _group_rows(main)), "",
+        ]
+        parts += ["## Cost", "", _md_table(COST_HEADER, _cost_rows(main)), ""]
+    if budget:
+        parts += ["## Token budget L (FlexCode-L<n>)", ""]
+        parts += [_md_table(ACCURACY_HEADER, _accuracy_rows(budget)), ""]
+        parts += [_md_table(GROUP_HEADER, _group_rows(budget)), ""]
+        parts += [_md_table(COST_HEADER, _cost_rows(budget)), ""]
+    if not summaries:
+        parts += ["No finished runs yet.", ""]
+    parts += [
+        "Cost columns: *train s* = RecBole `trainer.fit` wall seconds (training + per-epoch validation); "
+        "*stages s* = model construction (FlexCode: text embeddings, CF SASRec, tokenizer; ~0 when cached); "
+        "*wall s* = the whole run; *inference users/s* = test users / seconds of RecBole's test pass "
+        "(checkpoint load + full-sort scoring + metrics); *peak memory* = GPU max allocated on GPU runs, "
+        "else the process's peak RSS during the run.",
+        "",
+    ]
+    block = _published_block(dataset)
+    if block:
+        parts.append(block)
+    return "\n".join(p for p in parts if p is not None) + "\n"
+
+
+CSV_FIELDS = (
+    ["row", "model", "variant", "token_budget", "n", "seeds"]
+    + [f"{k}_{s}" for k in METRIC_KEYS for s in ("mean", "std")]
+    + ["ndcg10_gain_vs_sasrec_pct", "peak_memory_kind", "device", "run_commands", "table_command"]
+)
+
+
+def render_csv(summaries: list[dict], command: str | None = None) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for s in summaries:
+        rec = {
+            "row": s["row"], "model": s["model"], "variant": s["variant"] or "", "token_budget": s["token_budget"] or "",
+            "n": s["n"], "seeds": " ".join(str(x) for x in s["seeds"]),
+            "ndcg10_gain_vs_sasrec_pct": "" if s["ndcg10_gain_vs_sasrec_pct"] is None else repr(s["ndcg10_gain_vs_sasrec_pct"]),
+            "peak_memory_kind": "; ".join(s["memory_kinds"]), "device": "; ".join(s["devices"]),
+            "run_commands": " || ".join(s["commands"]), "table_command": command or "",
+        }
+        for k in METRIC_KEYS:
+            ms = s["metrics"][k]
+            rec[f"{k}_mean"] = "" if ms["mean"] is None else repr(ms["mean"])
+            rec[f"{k}_std"] = "" if ms["std"] is None else repr(ms["std"])
+        w.writerow(rec)
+    return buf.getvalue()
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_tables(out: str, dataset: str, row_order=None, only_rows=None, command: str | None = None) -> list[str]:
+    """Aggregate ``<out>/<dataset>/runs/*.json`` into ``benchmark.md`` and ``benchmark.csv``; return the paths."""
+    directory = os.path.join(out, dataset)
+    summaries = aggregate(load_runs(os.path.join(directory, "runs")), row_order=row_order, only_rows=only_rows)
+    md_path = os.path.join(directory, "benchmark.md")
+    csv_path = os.path.join(directory, "benchmark.csv")
+    _write_text_atomic(md_path, render_markdown(dataset, summaries, command))
+    _write_text_atomic(csv_path, render_csv(summaries, command))
+    return [md_path, csv_path]

@@ -1,0 +1,375 @@
+"""Benchmark runner, tables and cost benchmark (recbole_flexcode.benchmark)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+
+import pytest
+import torch
+
+from recbole_flexcode import quick_start
+from recbole_flexcode.benchmark import cost, runner, tables
+from recbole_flexcode.benchmark.published import published_for
+
+TINY_ARGS = [
+    "--load_col={inter: [user_id, item_id, timestamp], item: [item_id, movie_title, release_year, class]}",
+    "--text_fields=[movie_title, release_year, class]",
+    "--user_inter_num_interval=[5,inf)",
+    "--item_inter_num_interval=[5,inf)",
+    "--epochs=1",
+    "--cf_epochs=1",
+    "--rqvae_epochs=5",
+    "--codebook_size=8",
+    "--hidden_size=16",
+    "--inner_size=32",
+    "--MAX_ITEM_LIST_LENGTH=10",
+    "--show_progress=False",
+]
+
+
+def _read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return {r["row"]: r for r in csv.DictReader(f)}
+
+
+def _load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------- rows
+def test_row_names_map_to_models_and_overrides():
+    from recbole_flexcode.model.flexcode import VARIANTS
+
+    assert tuple(runner.FLEXCODE_VARIANTS) == tuple(VARIANTS)
+    assert runner.parse_row("SASRec") == runner.RowSpec("SASRec", "SASRec", {})
+    assert runner.parse_row("FlexCode").overrides == {"variant": "full"}
+    fix = runner.parse_row("FlexCode-fix")
+    assert (fix.model, fix.overrides, fix.is_budget_row) == ("FlexCode", {"variant": "fix"}, False)
+    assert runner.parse_row("FlexCode-semantic_only").overrides == {"variant": "semantic_only"}
+    l5 = runner.parse_row("FlexCode-L5")
+    assert (l5.model, l5.overrides, l5.is_budget_row) == ("FlexCode", {"variant": "full", "token_budget": 5}, True)
+    assert runner.parse_row("FlexCode-no_align-L4").overrides == {"variant": "no_align", "token_budget": 4}
+    rows = runner.build_rows("SASRec,FlexCode,SASRec", "3,4")
+    assert [r.name for r in rows] == ["SASRec", "FlexCode", "FlexCode-L3", "FlexCode-L4"]
+    for bad in ("FlexCode-bogus", "FlexCode-L0", "FlexCode-L", "NoSuchModel", "SASRec-x", "", "a/b"):
+        with pytest.raises(runner.BenchmarkError):
+            runner.parse_row(bad)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--dataset=ml-tiny", "--models=SASRec,FlexCode-bogus"],
+        ["--dataset=ml-tiny", "--models=NoSuchModel"],
+        ["--dataset=ml-tiny", "--models=SASRec", "--seeds=1,x"],
+        ["--dataset=ml-tiny", "--models=SASRec", "--seed=3"],
+        ["--dataset=ml-tiny", "--models=SASRec", "notakeyvalue"],
+    ],
+)
+def test_bad_arguments_exit_2_with_one_error_line(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(quick_start, "run", lambda *a, **k: pytest.fail("run() must not be called"))
+    assert runner.main(argv + [f"--out={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+    assert not (tmp_path / "ml-tiny").exists()
+
+
+# ---------------------------------------------------------------------- end to end on ml-tiny
+def test_runner_end_to_end_resume_and_tables_only(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # RecBole's log/ folder goes here
+    out = tmp_path / "results"
+    argv = [
+        "--dataset=ml-tiny", "--models=SASRec,FlexCode-semantic_only", "--seeds=2020", f"--out={out}",
+        f"--data_path={tiny_data}", f"--cache_dir={tmp_path / 'cache'}", f"--checkpoint_dir={tmp_path / 'saved'}",
+        *TINY_ARGS,
+    ]
+    calls = []
+    real_run = quick_start.run
+
+    def counting_run(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(quick_start, "run", counting_run)
+    assert runner.main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "[1/2] SASRec seed 2020 ..." in stdout and "[2/2] FlexCode-semantic_only seed 2020 ..." in stdout
+    assert "ETA" in stdout
+
+    # run() got the row's model, settings, seed and result file
+    assert [c[0][0] for c in calls] == ["SASRec", "FlexCode"]
+    flex_kwargs = calls[1][1]
+    assert flex_kwargs["cmd_args"]["variant"] == "semantic_only" and flex_kwargs["cmd_args"]["seed"] == 2020
+    runs = out / "ml-tiny" / "runs"
+    assert flex_kwargs["result_file"] == str(runs / "FlexCode-semantic_only-seed2020.json")
+
+    ds_dir = out / "ml-tiny"
+    recs = {row: _load(runs / f"{row}-seed2020.json") for row in ("SASRec", "FlexCode-semantic_only")}
+    assert not [p for p in os.listdir(runs) if ".tmp" in p]
+    for row, rec in recs.items():
+        b = rec["benchmark"]
+        assert b["row"] == row and b["seed"] == rec["seed"] == 2020
+        assert b["inference_users_per_s"] > 0 and b["n_test_users"] == 60
+        assert math.isclose(b["inference_users_per_s"], 60 / rec["timings_s"]["test"])
+        assert b["peak_memory_bytes"] > 0 and b["train_s"] > 0 and b["wall_s"] >= b["train_s"]
+        assert b["device"].startswith(("CPU: ", "GPU: "))
+        assert rec["command"].startswith("python -m recbole_flexcode.benchmark ")
+    assert recs["FlexCode-semantic_only"]["model_report"]["variant"] == "semantic_only"
+
+    table = _read_csv(ds_dir / "benchmark.csv")
+    assert list(table) == ["SASRec", "FlexCode-semantic_only"]
+    for row, rec in recs.items():
+        t = table[row]
+        assert t["n"] == "1" and t["seeds"] == "2020"
+        for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"):
+            assert float(t[f"{k}_mean"]) == rec["test_result"][k]
+            assert t[f"{k}_std"] == ""  # one seed: no std
+        for g in ("head", "tail"):
+            assert float(t[f"{g}_ndcg@10_mean"]) == rec["popularity_groups"][g]["ndcg@10"]
+            assert float(t[f"{g}_recall@10_mean"]) == rec["popularity_groups"][g]["recall@10"]
+            assert float(t[f"{g}_users_mean"]) == rec["popularity_groups"][g]["users"]
+        assert float(t["inference_users_per_s_mean"]) == rec["benchmark"]["inference_users_per_s"]
+        assert float(t["peak_memory_bytes_mean"]) == rec["benchmark"]["peak_memory_bytes"]
+        assert t["table_command"].startswith("python -m recbole_flexcode.benchmark --dataset=ml-tiny")
+    md = (ds_dir / "benchmark.md").read_text()
+    assert "| SASRec | 1 |" in md and "| FlexCode-semantic_only | 1 |" in md
+    sas = recs["SASRec"]["test_result"]
+    assert f"| SASRec | 1 | {sas['recall@5']:.4f} | {sas['recall@10']:.4f} | {sas['ndcg@5']:.4f} | {sas['ndcg@10']:.4f} |" in md
+    assert "Table written by: `python -m recbole_flexcode.benchmark --dataset=ml-tiny" in md
+    assert "not measured here" not in md  # no published numbers for ml-tiny
+    assert "Token budget" not in md
+
+    # resume: nothing is rerun
+    monkeypatch.setattr(quick_start, "run", lambda *a, **k: pytest.fail("finished runs must not be rerun"))
+    before = {p: (runs / p).stat().st_mtime_ns for p in os.listdir(runs) if p.endswith(".json")}
+    assert runner.main(argv) == 0
+    assert capsys.readouterr().out.count("skip (done)") == 2
+    assert before == {p: (runs / p).stat().st_mtime_ns for p in os.listdir(runs) if p.endswith(".json")}
+
+    # --tables-only rebuilds the same tables from the JSONs
+    csv_before = _read_csv(ds_dir / "benchmark.csv")
+    (ds_dir / "benchmark.csv").unlink()
+    (ds_dir / "benchmark.md").unlink()
+    assert runner.main(["--dataset=ml-tiny", f"--out={out}", "--tables-only"]) == 0
+    csv_after = _read_csv(ds_dir / "benchmark.csv")
+    assert list(csv_after) == list(csv_before)
+    for row in csv_before:
+        for key in csv_before[row]:
+            if key != "table_command":
+                assert csv_after[row][key] == csv_before[row][key], key
+    assert "--tables-only" in csv_after["SASRec"]["table_command"]
+    assert "| FlexCode-semantic_only | 1 |" in (ds_dir / "benchmark.md").read_text()
+
+
+# ---------------------------------------------------------------------- aggregation on hand-made runs
+def _fake_record(row, seed, ndcg10, recall10=0.1, model=None, overrides=None, head_users=30, train_s=10.0):
+    return {
+        "model": model or row.split("-")[0],
+        "seed": seed,
+        "command": "python -m recbole_flexcode.benchmark --dataset=Amazon_Beauty",
+        "best_valid_result": {"ndcg@10": ndcg10 / 2},
+        "test_result": {"recall@5": recall10 / 2, "recall@10": recall10, "ndcg@5": ndcg10 / 2, "ndcg@10": ndcg10},
+        "popularity_groups": {
+            "head": {"recall@10": recall10 * 2, "ndcg@10": ndcg10 * 2, "users": head_users},
+            "tail": {"recall@10": recall10 / 4, "ndcg@10": ndcg10 / 4, "users": 100 - head_users},
+        },
+        "timings_s": {"train": train_s, "test": 2.0, "model_init": 1.0},
+        "benchmark": {
+            "row": row, "model": model or row.split("-")[0], "row_overrides": overrides or {}, "seed": seed,
+            "device": "CPU: test", "train_s": train_s, "stages_s": 1.0, "wall_s": train_s + 3,
+            "inference_users_per_s": 50.0, "peak_memory_bytes": 2 * 1024**3, "peak_memory_kind": "process peak RSS",
+        },
+    }
+
+
+def test_mean_std_aggregation_on_hand_made_runs(tmp_path):
+    runs = tmp_path / "Amazon_Beauty" / "runs"
+    runs.mkdir(parents=True)
+    sas = [0.030, 0.034, 0.038]
+    flex = [0.040, 0.043, 0.049]
+    train = [10.0, 12.0, 17.0]
+    for seed, v, tr in zip((1, 2, 3), sas, train):
+        runner.write_json_atomic(str(runs / f"SASRec-seed{seed}.json"), _fake_record("SASRec", seed, v, train_s=tr))
+    for seed, v in zip((1, 2, 3), flex):
+        rec = _fake_record("FlexCode-fix", seed, v, model="FlexCode", overrides={"variant": "fix"})
+        runner.write_json_atomic(str(runs / f"FlexCode-fix-seed{seed}.json"), rec)
+    for budget, v in ((4, 0.05), (3, 0.045)):
+        rec = _fake_record(f"FlexCode-L{budget}", 1, v, model="FlexCode", overrides={"variant": "full", "token_budget": budget})
+        runner.write_json_atomic(str(runs / f"FlexCode-L{budget}-seed1.json"), rec)
+    # an unfinished run (no benchmark section), a temporary file and a corrupt file are ignored
+    unfinished = _fake_record("SASRec", 4, 0.9)
+    del unfinished["benchmark"]
+    runner.write_json_atomic(str(runs / "SASRec-seed4.json"), unfinished)
+    (runs / "SASRec-seed5.json.tmp123").write_text("{")
+    (runs / "SASRec-seed6.json").write_text("{ not json")
+
+    summaries = tables.aggregate(tables.load_runs(str(runs)), row_order=["SASRec", "FlexCode-fix"])
+    by_row = {s["row"]: s for s in summaries}
+    assert [s["row"] for s in summaries] == ["SASRec", "FlexCode-fix", "FlexCode-L3", "FlexCode-L4"]
+    s = by_row["SASRec"]
+    assert s["n"] == 3 and s["seeds"] == [1, 2, 3]
+    assert math.isclose(s["metrics"]["ndcg@10"]["mean"], statistics.mean(sas))
+    assert math.isclose(s["metrics"]["ndcg@10"]["std"], statistics.stdev(sas))
+    assert math.isclose(s["metrics"]["train_s"]["mean"], 13.0)
+    assert math.isclose(s["metrics"]["train_s"]["std"], statistics.stdev(train))
+    assert math.isclose(s["metrics"]["head_ndcg@10"]["mean"], statistics.mean(sas) * 2)
+    f = by_row["FlexCode-fix"]
+    assert math.isclose(f["metrics"]["recall@5"]["mean"], 0.05) and math.isclose(f["metrics"]["recall@5"]["std"], 0.0, abs_tol=1e-12)
+    assert math.isclose(f["ndcg10_gain_vs_sasrec_pct"], (statistics.mean(flex) / statistics.mean(sas) - 1) * 100)
+    assert s["ndcg10_gain_vs_sasrec_pct"] is None
+    assert by_row["FlexCode-L4"]["metrics"]["ndcg@10"]["std"] is None  # one seed
+
+    assert tables.mean_std([1.0, None, float("nan"), 3.0]) == {"mean": 2.0, "std": math.sqrt(2.0), "n": 2}
+    assert tables.mean_std([]) == {"mean": None, "std": None, "n": 0}
+
+    tables.write_tables(str(tmp_path), "Amazon_Beauty", row_order=["SASRec", "FlexCode-fix"], command="CMD")
+    table = _read_csv(tmp_path / "Amazon_Beauty" / "benchmark.csv")
+    assert math.isclose(float(table["FlexCode-fix"]["ndcg@10_mean"]), statistics.mean(flex))
+    assert math.isclose(float(table["FlexCode-fix"]["ndcg@10_std"]), statistics.stdev(flex))
+    assert table["FlexCode-L4"]["token_budget"] == "4" and table["FlexCode-fix"]["variant"] == "fix"
+    md = (tmp_path / "Amazon_Beauty" / "benchmark.md").read_text()
+    mean, std = statistics.mean(flex), statistics.stdev(flex)
+    assert f"| FlexCode-fix | 3 | 0.0500 ± 0.0000 | 0.1000 ± 0.0000 | {mean / 2:.4f} ± {std / 2:.4f} | {mean:.4f} ± {std:.4f} |" in md
+    gain = (statistics.mean(flex) / statistics.mean(sas) - 1) * 100
+    assert f"{gain:+.1f}%" in md
+    assert "2.0 GiB (process peak RSS)" in md and "Table written by: `CMD`" in md
+    # budget rows in their own table, ordered by L
+    budget_part = md.split("## Token budget")[1]
+    assert "FlexCode-L3" in budget_part and budget_part.index("FlexCode-L3") < budget_part.index("FlexCode-L4")
+    assert "FlexCode-L3" not in md.split("## Token budget")[0]
+    # published numbers in a separate, clearly marked block after our tables
+    marker = "quoted from the paper / other reports, NOT measured here"
+    assert marker in md and md.index(marker) > md.index("## Token budget")
+    published = md.split(marker)[1]
+    for e in published_for("Amazon_Beauty"):
+        assert f"{e['ndcg@10']:.4f}" in published and e["source"] in published
+    assert "| FlexCode | 0.0578 | 0.0769 | 0.0415 | 0.0483 |" in published  # R@5, R@10, N@5, N@10
+
+    # --tables-only with explicit rows restricts the tables to them
+    assert runner.main(["--dataset=Amazon_Beauty", f"--out={tmp_path}", "--tables-only", "--models=FlexCode-fix"]) == 0
+    assert list(_read_csv(tmp_path / "Amazon_Beauty" / "benchmark.csv")) == ["FlexCode-fix"]
+
+
+def test_published_numbers_have_sources():
+    entries = published_for("Amazon_Beauty")
+    assert {e["model"] for e in entries} >= {"SASRec", "TIGER", "URL", "FlexCode-Fix", "FlexCode", "RPG"}
+    flex = next(e for e in entries if e["model"] == "FlexCode")
+    assert (flex["recall@5"], flex["ndcg@5"], flex["recall@10"], flex["ndcg@10"]) == (0.0578, 0.0415, 0.0769, 0.0483)
+    assert all(e["source"] for e in entries)
+    assert published_for("ml-100k") == []
+
+
+# ---------------------------------------------------------------------- runner logic with a stand-in run()
+def _stub_run(calls, fail_rows=(), interrupt_rows=()):
+    def run(model, dataset, config_file_list=None, cmd_args=None, saved=True, result_file=None, command=None, **kw):
+        calls.append((model, dict(cmd_args)))
+        row = os.path.basename(result_file).rsplit("-seed", 1)[0]
+        if row in interrupt_rows:
+            raise KeyboardInterrupt
+        if row in fail_rows:
+            raise RuntimeError("boom")
+        rec = _fake_record(row, cmd_args["seed"], 0.01 * cmd_args["seed"], model=model)
+        del rec["benchmark"]
+        rec.update({"n_test_users": 100, "machine": {"device": "cpu"}, "command": command})
+        runner.write_json_atomic(result_file, rec)  # as run() does
+        return {**rec, "result_file": result_file}
+
+    return run
+
+
+def test_runner_resume_failure_and_interrupt_with_stub_run(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(quick_start, "run", _stub_run(calls, fail_rows=("GRU4Rec",)))
+    argv = ["--dataset=D", "--models=SASRec,GRU4Rec,FlexCode-cf_only", "--budgets=4", "--seeds=1,2",
+            f"--out={tmp_path}", "--epochs=3", "--variant=fix"]
+    assert runner.main(argv) == 1  # one row failed, the others ran
+    out = capsys.readouterr().out
+    assert "[3/8] GRU4Rec seed 1 ... FAILED" in out and "[8/8] FlexCode-L4 seed 2 ... done" in out
+    assert len(calls) == 8
+    flex = [c for c in calls if c[0] == "FlexCode"]
+    # the row's own settings win over --key=value given to every run; those reach every run
+    assert flex[0][1] == {"epochs": 3, "variant": "cf_only", "seed": 1}
+    assert flex[-1][1] == {"epochs": 3, "variant": "full", "token_budget": 4, "seed": 2}
+    runs = tmp_path / "D" / "runs"
+    assert sorted(os.listdir(runs)) == sorted(
+        f"{r}-seed{s}.json" for r in ("SASRec", "FlexCode-cf_only", "FlexCode-L4") for s in (1, 2)
+    )
+    rec = _load(runs / "SASRec-seed2.json")
+    assert rec["benchmark"]["inference_users_per_s"] == 50.0  # 100 users / 2 s
+    table = _read_csv(tmp_path / "D" / "benchmark.csv")
+    assert list(table) == ["SASRec", "FlexCode-cf_only", "FlexCode-L4"]
+    assert math.isclose(float(table["SASRec"]["ndcg@10_mean"]), 0.015)
+
+    # a run interrupted after run() wrote its JSON but before the benchmark section: rerun next time;
+    # a run interrupted inside run(): no JSON at all
+    partial = _load(runs / "SASRec-seed1.json")
+    del partial["benchmark"]
+    runner.write_json_atomic(str(runs / "SASRec-seed1.json"), partial)
+    calls.clear()
+    monkeypatch.setattr(quick_start, "run", _stub_run(calls, interrupt_rows=("GRU4Rec",)))
+    assert runner.main(argv) == 130
+    out = capsys.readouterr().out
+    assert "[1/8] SASRec seed 1 ... start" in out and "[2/8] SASRec seed 2 ... skip (done)" in out
+    assert [c[0] for c in calls] == ["SASRec", "GRU4Rec"]
+    assert "benchmark" in _load(runs / "SASRec-seed1.json")
+    assert not any(p.startswith("GRU4Rec") or ".tmp" in p for p in os.listdir(runs))
+
+
+# ---------------------------------------------------------------------- cost benchmark
+def test_synthetic_paths_are_unique_and_in_vocabulary():
+    paths, vocab, stats = cost.synthetic_paths(3000, levels=3, codebook_size=8, seed=1)  # 512 tuples: many collisions
+    assert paths.shape == (3000, 4)
+    assert torch.unique(paths, dim=0).shape[0] == 3000
+    assert stats["collision_rate"] > 0.5 and stats["n_disamb"] == stats["max_group_size"]
+    assert int(paths.min()) >= 1 and int(paths.max()) < vocab
+    for level in range(3):
+        assert int(paths[:, level].min()) >= 1 + 8 * level and int(paths[:, level].max()) < 1 + 8 * (level + 1)
+
+
+def test_cost_benchmark_tiny_sizes(tmp_path, capsys):
+    out = tmp_path / "cost"
+    argv = ["--sizes=500,2000", "--device=cpu", f"--out={out}", "--batch_size=8", "--repeats=1", "--beam_size=12",
+            "--topk=10"]
+    assert cost.main(argv) == 0
+    with open(out / "cost.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["n_items"]), r["method"].split()[0]) for r in rows] == [
+        (500, "generative"), (500, "full-sort"), (2000, "generative"), (2000, "full-sort")
+    ]
+    for r in rows:
+        assert float(r["users_per_s"]) > 0 and float(r["ms_per_batch"]) > 0
+        assert r["beam_valid"] == "True" and int(r["peak_memory_bytes"]) > 0
+    assert all(float(r["beam_max_abs_err"]) < 1e-3 for r in rows if r["method"].startswith("generative"))
+    assert (out / "cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "cost.md").read_text()
+    assert "Command: `python -m recbole_flexcode.benchmark.cost --sizes=500,2000" in md and "Machine: " in md
+    assert "| 2,000 | generative (trie beam search) |" in md
+
+
+def test_cost_beam_check_detects_wrong_results():
+    torch.manual_seed(0)
+    paths, vocab, _ = cost.synthetic_paths(300, levels=3, codebook_size=8, seed=0)
+    gen = cost.SemanticIDGenerator(vocab, 4, 5, hidden_size=16, n_heads=2, inner_size=32, dropout=0.0).eval()
+    trie = cost.PrefixTrie(paths)
+    items = torch.cat([torch.zeros(1, 16), gen.token_embedding(paths[:, :3]).sum(1)])
+    seq = torch.randint(1, 301, (4, 5))
+    memory, pad = gen.encode_history(items, seq, torch.full((4,), 5))
+    fn = cost.last_position(lambda p: gen.decode_log_probs(memory, pad, p))
+    ids, scores = cost.constrained_beam_search(fn, trie, 4, 6)
+    assert cost.check_beam(gen, memory, pad, paths, trie, ids, scores, 300)[0]
+    assert not cost.check_beam(gen, memory, pad, paths, trie, ids, scores - 0.5, 300)[0]  # wrong scores
+    dup = ids.clone()
+    dup[:, 1] = dup[:, 0]
+    assert not cost.check_beam(gen, memory, pad, paths, trie, dup, scores, 300)[0]  # repeated item
+
+
+def test_cost_bad_arguments(tmp_path, capsys):
+    assert cost.main(["--sizes=10,x", f"--out={tmp_path}"]) == 2
+    assert cost.main(["--sizes=0", f"--out={tmp_path}"]) == 2
+    if not torch.cuda.is_available():
+        assert cost.main(["--device=cuda", f"--out={tmp_path}"]) == 2
