@@ -90,27 +90,39 @@ class SemanticIDGenerator(nn.Module):
         memory = self.encoder(x, src_key_padding_mask=pad)
         return memory, pad
 
-    def decode_log_probs(self, memory, pad, prefix: torch.Tensor) -> torch.Tensor:
+    def decode_log_probs(self, memory, pad, prefix: torch.Tensor, max_tokens: int = 128) -> torch.Tensor:
         """Log-probabilities of every path position given the tokens before it.
+
+        The ``M`` candidate prefixes of a user are packed into one decoder sequence with a
+        block-diagonal causal mask, so the cross-attention keys and values of the user's
+        history are computed once per user instead of once per candidate (the split
+        candidates of training and the beams of decoding share the same history).
 
         Args:
             memory, pad: :meth:`encode_history` outputs for ``B`` users.
             prefix: ``[B, M, k]`` candidate prefixes (``k < T``), ``M`` per user.
+            max_tokens: longest packed sequence; larger ``M`` is processed in chunks.
 
         Returns:
             ``[B, M, k+1, V]``: entry ``j`` is ``log p(token_j | history, prefix_<j)``.
         """
         batch, m, k = prefix.shape
+        per = k + 1
+        chunk = max(1, max_tokens // per)
+        if m > chunk:
+            parts = [self.decode_log_probs(memory, pad, prefix[:, i : i + chunk], max_tokens) for i in range(0, m, chunk)]
+            return torch.cat(parts, dim=1)
         bos = torch.zeros(batch, m, 1, dtype=torch.long, device=prefix.device)
-        tokens = torch.cat([bos, prefix], dim=2).reshape(batch * m, k + 1)
-        x = self.token_embedding(tokens) + self.decoder_position.weight[: k + 1].unsqueeze(0)
-        x = self.dropout(self.decoder_norm(x))
-        mem = memory.unsqueeze(1).expand(batch, m, *memory.shape[1:]).reshape(batch * m, *memory.shape[1:])
-        mem_pad = pad.unsqueeze(1).expand(batch, m, pad.shape[1]).reshape(batch * m, pad.shape[1])
-        causal = torch.triu(torch.ones(k + 1, k + 1, dtype=torch.bool, device=prefix.device), diagonal=1)
-        h = self.decoder(x, mem, tgt_mask=causal, memory_key_padding_mask=mem_pad)
+        tokens = torch.cat([bos, prefix], dim=2)
+        x = self.token_embedding(tokens) + self.decoder_position.weight[:per]
+        x = self.dropout(self.decoder_norm(x.reshape(batch, m * per, -1)))
+        block = torch.arange(m * per, device=prefix.device) // per
+        idx = torch.arange(m * per, device=prefix.device)
+        # True = may not attend: other candidates, or later tokens of the same candidate
+        mask = (block.unsqueeze(1) != block.unsqueeze(0)) | (idx.unsqueeze(0) > idx.unsqueeze(1))
+        h = self.decoder(x, memory, tgt_mask=mask, memory_key_padding_mask=pad)
         logits = self.output(self.final_norm(h))
-        return F.log_softmax(logits, dim=-1).reshape(batch, m, k + 1, -1)
+        return F.log_softmax(logits, dim=-1).reshape(batch, m, per, -1)
 
     def sequence_nll(self, memory, pad, paths: torch.Tensor) -> torch.Tensor:
         """``L_ARG`` per candidate: ``−Σ_k log p(path_k | history, path_<k)`` for paths ``[B, M, T]`` → ``[B, M]``."""
