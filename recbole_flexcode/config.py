@@ -35,6 +35,12 @@ PLUGIN_MODELS = {
 }
 
 
+def config_value(config, key: str, default=None):
+    """``config[key]``, or ``default`` when the key is absent or set to ``~`` (None)."""
+    value = config[key] if key in config else None
+    return default if value is None else value
+
+
 class ConfigError(ValueError):
     """A user-facing configuration problem (unknown model, missing dataset, bad override)."""
 

