@@ -56,7 +56,10 @@ def test_row_names_map_to_models_and_overrides():
     assert runner.parse_row("FlexCode-no_align-L4").overrides == {"variant": "no_align", "token_budget": 4}
     rows = runner.build_rows("SASRec,FlexCode,SASRec", "3,4")
     assert [r.name for r in rows] == ["SASRec", "FlexCode", "FlexCode-L3", "FlexCode-L4"]
-    for bad in ("FlexCode-bogus", "FlexCode-L0", "FlexCode-L", "NoSuchModel", "SASRec-x", "", "a/b"):
+    assert runner.parse_row("SOLID") == runner.RowSpec("SOLID", "SOLID", {})
+    assert runner.parse_row("SOLID-DUET") == runner.RowSpec("SOLID-DUET", "SOLID", {"use_semantics": False})
+    assert runner.parse_row("SOLID-static") == runner.RowSpec("SOLID-static", "SOLID", {"dynamic": False})
+    for bad in ("FlexCode-bogus", "FlexCode-L0", "FlexCode-L", "NoSuchModel", "SASRec-x", "", "a/b", "SOLID-x"):
         with pytest.raises(runner.BenchmarkError):
             runner.parse_row(bad)
 

@@ -13,6 +13,7 @@ Rows (``--models``, comma-separated):
 * ``FlexCode`` -> FlexCode with ``variant=full``;
 * ``FlexCode-<variant>`` -> ``variant=<variant>`` (``semantic_only``, ``cf_only``, ``fix``, ``no_align``, ``full``);
 * ``FlexCode-L<n>`` / ``FlexCode-<variant>-L<n>`` -> ``token_budget=n`` (the budget table);
+* ``SOLID``, ``SOLID-DUET`` (``use_semantics=False``), ``SOLID-static`` (``dynamic=False``);
   ``--budgets=3,4,5,6`` appends ``FlexCode-L3 .. FlexCode-L6``.
 
 Every other ``--key=value`` is a RecBole/plugin setting given to every run (``--data_path`` too).
@@ -95,6 +96,13 @@ class RowSpec:
         return self.model == "FlexCode" and "token_budget" in self.overrides
 
 
+#: SOLID's ablations (issue #5): the backbone without dynamic layers, and DUET without semantics.
+SOLID_ROWS = {
+    "static": {"dynamic": False},
+    "DUET": {"use_semantics": False},
+}
+
+
 def parse_row(name: str, check_model: bool = True) -> RowSpec:
     """Row name -> :class:`RowSpec` (see the module docstring); :class:`BenchmarkError` if unknown."""
     name = name.strip()
@@ -116,6 +124,11 @@ def parse_row(name: str, check_model: bool = True) -> RowSpec:
                 raise BenchmarkError(f"unknown row '{name}': token budget must be in 1..8")
             overrides["token_budget"] = budget
         return RowSpec(name, "FlexCode", overrides)
+    if name.startswith("SOLID-"):
+        ablation = name.split("-", 1)[1]
+        if ablation not in SOLID_ROWS:
+            raise BenchmarkError(f"unknown row '{name}': SOLID rows are SOLID, {', '.join('SOLID-' + a for a in SOLID_ROWS)}")
+        return RowSpec(name, "SOLID", dict(SOLID_ROWS[ablation]))
     if "-" in name:
         raise BenchmarkError(f"unknown row '{name}'")
     if check_model:
