@@ -22,6 +22,8 @@ touches what RecBole 1.2.1 itself needs, and is a no-op on a stack that does not
    :func:`load_data_and_model`, which also knows the plugin's models.
 4. **Anomaly detection.**  RecBole's SINE module turns ``torch.autograd`` anomaly detection on
    at import time, for every model in the process; we turn it back off.
+5. **Quotes in atomic files.**  RecBole reads atomic files with pandas' CSV quoting, so a text
+   field starting with ``"`` breaks the load; the dataset module reads them with quoting off.
 """
 
 from __future__ import annotations
@@ -235,6 +237,37 @@ def _patch_recbole_torch() -> None:
         module.load_data_and_model = load_data_and_model
 
 
+def _pandas_proxy() -> types.ModuleType:
+    """``pandas`` whose ``read_csv`` treats ``"`` as an ordinary character unless told otherwise."""
+    import csv
+
+    import pandas as pd
+
+    class _PandasProxy(types.ModuleType):
+        def __getattr__(self, name):
+            return getattr(pd, name)
+
+    def read_csv(*args, **kwargs):
+        kwargs.setdefault("quoting", csv.QUOTE_NONE)
+        return pd.read_csv(*args, **kwargs)
+
+    proxy = _PandasProxy("pandas")
+    proxy.read_csv = read_csv
+    return proxy
+
+
+def _patch_atomic_file_quoting() -> None:
+    """Atomic files are plain tab-separated text with no quoting convention.
+
+    RecBole reads them with pandas' default CSV quoting, so a text field that starts with
+    ``"`` (an Amazon title such as ``"Cucumber Delight" eye gel``) opens a quoted field that
+    swallows the following tabs and lines, and the load fails.  The dataset module's pandas
+    reads them with quoting off instead.
+    """
+    module = importlib.import_module("recbole.data.dataset.dataset")
+    module.pd = _pandas_proxy()
+
+
 def _undo_sine_anomaly_mode() -> None:
     """RecBole's ``sine.py`` calls ``torch.autograd.set_detect_anomaly(True)`` at import.
 
@@ -256,4 +289,5 @@ def apply() -> None:
     _patch_pkg_resources()
     _patch_recbole_torch()
     _undo_sine_anomaly_mode()
+    _patch_atomic_file_quoting()
     _APPLIED = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
@@ -109,7 +110,7 @@ def _convert(fixture_files, name="Amazon_Test", **kwargs):
 
 
 def _read(path):
-    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, engine="python")
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, engine="python", quoting=csv.QUOTE_NONE)  # atomic files are unquoted
 
 
 def test_parse_record_json_then_literal_never_eval():

@@ -330,3 +330,33 @@ def test_load_data_and_model_round_trip(trained, monkeypatch):
     )
     _assert_finite_metrics(result)
     assert result == trained["in_memory"]  # NDCG included: np.float path works on this NumPy
+
+
+def test_atomic_file_with_leading_quote_loads(tmp_path):
+    """A title starting with '"' (as in Amazon_Beauty) used to break RecBole's pandas reader."""
+    from recbole.data import create_dataset
+
+    from recbole_flexcode.config import FlexConfig
+
+    folder = tmp_path / "quoted"
+    folder.mkdir()
+    rows = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for u in range(3):
+        for i in range(4):
+            rows.append(f"u{u}\ti{i}\t{u * 10 + i}")
+    (folder / "quoted.inter").write_text("\n".join(rows) + "\n")
+    (folder / "quoted.item").write_text(
+        'item_id:token\ttitle:token_seq\n'
+        'i0\t"Cucumber Delight" eye gel\n'
+        'i1\tplain title\n'
+        'i2\tsay "hi" twice\n'
+        'i3\tlast\n'
+    )
+    config = FlexConfig("Pop", "quoted", config_dict={
+        "data_path": str(tmp_path), "show_progress": False,
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title"]},
+    })
+    dataset = create_dataset(config)
+    assert dataset.item_num == 5  # four items + padding: no line swallowed by a quote
+    tokens = set(dataset.field2id_token["title"])
+    assert {'"Cucumber', 'Delight"', '"hi"', "last"} <= tokens

@@ -31,9 +31,9 @@ Text fields (title, brand, category names, description) are HTML-unescaped once 
 included) becomes a single space.  ``categories`` joins the names of all category paths
 with ``", "``, de-duplicated, first occurrence kept.  ``price`` is written only when it
 parses as a finite number (the dump has floats and strings such as ``"$12.99"``); anything
-missing is written empty.  A field that would start with ``"`` is written in CSV quoting
-(``"..."`` with inner quotes doubled), because pandas -- which RecBole reads atomic files
-with -- would otherwise take it for an opening quote and swallow the following fields.
+missing is written empty.  Fields are written as they are, without CSV quoting (atomic files
+have none; :mod:`recbole_flexcode.compat` makes RecBole read a field that starts with ``"``
+literally).
 
 Each file is written to a temporary name in the target directory and moved into place with
 :func:`os.replace`, so an interrupted run never leaves a half-written atomic file.
@@ -200,13 +200,6 @@ def join_categories(value: Any) -> str:
             if name:
                 names.setdefault(name, None)
     return ", ".join(names)
-
-
-def _field(text: str) -> str:
-    """Quote a field that starts with ``"`` so pandas does not read it as quoted."""
-    if text.startswith('"'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
 
 
 # --------------------------------------------------------------------------- writing
@@ -459,7 +452,7 @@ def convert(
                        if keep_rating else None)
         for n, (u, i, t) in enumerate(zip(users.tolist(), items.tolist(),
                                           timestamps.tolist())):
-            row = [_field(user_ids[u]), _field(item_ids[i]), str(t)]
+            row = [user_ids[u], item_ids[i], str(t)]
             if rating_text is not None:
                 row.append(rating_text[n])
             yield "\t".join(row)
@@ -467,7 +460,7 @@ def convert(
     def item_lines() -> Iterator[str]:
         yield "\t".join(ITEM_FIELDS)
         for row in item_rows:
-            yield "\t".join(_field(text) for text in row)
+            yield "\t".join(row)
 
     tmp_files: list[tuple[str, str]] = []
     try:
