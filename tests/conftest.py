@@ -35,6 +35,25 @@ def write_ml100k_slice(root: Path, name: str = "ml-tiny", n_users: int = 60) -> 
     return folder
 
 
+TINY_TEXT_FIELDS = ["movie_title", "release_year", "class"]
+
+
+def tiny_config(data_path, **extra) -> dict:
+    """Settings every test on ``ml-tiny`` needs (no dataset YAML exists for it), plus ``extra``."""
+    cfg = {
+        "data_path": str(data_path),
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", *TINY_TEXT_FIELDS]},
+        "text_fields": TINY_TEXT_FIELDS,
+        "user_inter_num_interval": "[5,inf)",
+        "item_inter_num_interval": "[5,inf)",
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "show_progress": False,
+        "epochs": 1,
+    }
+    cfg.update(extra)
+    return cfg
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """``data_path`` holding ``ml-tiny/`` (60 users, ~1.1k items before 5-core filtering)."""

@@ -19,6 +19,7 @@ import torch
 import recbole_flexcode  # noqa: F401  (compatibility fixes first)
 from recbole_flexcode.config import FlexConfig
 from recbole_flexcode.embeddings.collaborative import collaborative_embeddings, sasrec_settings
+from conftest import tiny_config
 
 FIELDS = ["movie_title", "release_year", "class"]
 CF = dict(epochs=2, learning_rate=1e-3, batch_size=256)
@@ -29,21 +30,7 @@ class TrainingCalled(RuntimeError):
 
 
 def config_dict(data_path, **extra) -> dict:
-    cfg = {
-        "data_path": str(data_path),
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", *FIELDS]},
-        "text_fields": FIELDS,
-        "user_inter_num_interval": "[5,inf)",
-        "item_inter_num_interval": "[5,inf)",
-        "MAX_ITEM_LIST_LENGTH": 10,
-        "show_progress": False,
-        "epochs": 1,
-        "cf_hidden_size": 16,
-        "cf_inner_size": 32,
-        "cf_n_layers": 1,
-    }
-    cfg.update(extra)
-    return cfg
+    return tiny_config(data_path, **{"cf_hidden_size": 16, "cf_inner_size": 32, "cf_n_layers": 1, **extra})
 
 
 def build(data_path, **extra):

@@ -24,42 +24,38 @@ import recbole_flexcode  # noqa: F401  (compatibility fixes first)
 from recbole_flexcode.config import FlexConfig
 from recbole_flexcode.embeddings import text as text_mod
 from recbole_flexcode.tokenizer.dual import DualCodebookTokenizer
+from conftest import tiny_config
 
 FIELDS = ["movie_title", "release_year", "class"]
 L = 3
 
 
 def base_config_dict(data_path, cache_dir) -> dict:
-    return {
-        "data_path": str(data_path),
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", *FIELDS]},
-        "text_fields": FIELDS,
-        "user_inter_num_interval": "[5,inf)",
-        "item_inter_num_interval": "[5,inf)",
-        "MAX_ITEM_LIST_LENGTH": 10,
-        "show_progress": False,
-        "epochs": 1,
-        "cache_dir": str(cache_dir),
-        "token_budget": L,
-        "codebook_size": 16,
-        "code_dim": 16,
-        "rqvae_hidden_sizes": [32],
-        "rqvae_epochs": 15,
-        "rqvae_batch_size": 256,
-        "align_proj_size": 16,
-        "cf_epochs": 2,
-        "cf_hidden_size": 16,
-        "cf_inner_size": 32,
-        "cf_n_layers": 1,
-        "router_hidden_size": 8,
-        "hidden_size": 16,
-        "inner_size": 32,
-        "n_encoder_layers": 1,
-        "n_decoder_layers": 1,
-        "dropout_prob": 0.1,
-        "beam_size": 20,
-        "train_batch_size": 128,
-    }
+    return tiny_config(
+        data_path,
+        **{
+            "cache_dir": str(cache_dir),
+            "token_budget": L,
+            "codebook_size": 16,
+            "code_dim": 16,
+            "rqvae_hidden_sizes": [32],
+            "rqvae_epochs": 15,
+            "rqvae_batch_size": 256,
+            "align_proj_size": 16,
+            "cf_epochs": 2,
+            "cf_hidden_size": 16,
+            "cf_inner_size": 32,
+            "cf_n_layers": 1,
+            "router_hidden_size": 8,
+            "hidden_size": 16,
+            "inner_size": 32,
+            "n_encoder_layers": 1,
+            "n_decoder_layers": 1,
+            "dropout_prob": 0.1,
+            "beam_size": 20,
+            "train_batch_size": 128,
+        },
+    )
 
 
 class Refit(RuntimeError):
