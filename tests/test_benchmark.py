@@ -376,3 +376,19 @@ def test_cost_bad_arguments(tmp_path, capsys):
     assert cost.main(["--sizes=0", f"--out={tmp_path}"]) == 2
     if not torch.cuda.is_available():
         assert cost.main(["--device=cuda", f"--out={tmp_path}"]) == 2
+
+
+def test_sampled_metrics_get_their_own_table(tmp_path):
+    """GAUC runs (SOLID under uni100) have no Recall/NDCG; their metrics must still be tabulated."""
+    runs = tmp_path / "ml-100k" / "runs"
+    runs.mkdir(parents=True)
+    for seed, g in ((1, 0.80), (2, 0.82)):
+        rec = _fake_record("SOLID", seed, 0.0)
+        rec["test_result"] = {"gauc": g}
+        rec["best_valid_result"] = {"gauc": g + 0.01}
+        rec["popularity_groups"] = None
+        runner.write_json_atomic(str(runs / f"SOLID-seed{seed}.json"), rec)
+    tables.write_tables(str(tmp_path), "ml-100k")
+    md = (tmp_path / "ml-100k" / "benchmark.md").read_text()
+    assert "## Other metrics" in md
+    assert "| SOLID | 2 | 0.8100 ± 0.0141 | 0.8200 ± 0.0141 |" in md

@@ -119,6 +119,19 @@ def load_runs(runs_directory: str) -> list[dict]:
     return records
 
 
+_TABLE_METRICS = {"recall@5", "recall@10", "ndcg@5", "ndcg@10"}
+
+
+def _other_metrics(recs: list[dict]) -> dict:
+    """Metrics outside the accuracy table (e.g. GAUC under sampled evaluation): valid and test."""
+    names = sorted({k for r in recs for k in (r.get("test_result") or {}) if k not in _TABLE_METRICS})
+    out = {}
+    for name in names:
+        out[f"valid {name}"] = mean_std((r.get("best_valid_result") or {}).get(name) for r in recs)
+        out[f"test {name}"] = mean_std((r.get("test_result") or {}).get(name) for r in recs)
+    return out
+
+
 def aggregate(records: list[dict], row_order=None, only_rows=None) -> list[dict]:
     """Per-row summaries ``{"row", "n", "seeds", "metrics": {key: mean_std}, "devices", ...}``.
 
@@ -148,6 +161,7 @@ def aggregate(records: list[dict], row_order=None, only_rows=None) -> list[dict]
                 "devices": sorted({b.get("device") for b in bench if b.get("device")}),
                 "memory_kinds": sorted({b.get("peak_memory_kind") for b in bench if b.get("peak_memory_kind")}),
                 "commands": sorted({r.get("command") for r in recs if r.get("command")}),
+                "other_metrics": _other_metrics(recs),
             }
         )
     reference = next((s for s in summaries if s["row"] == "SASRec"), None)
@@ -307,6 +321,13 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None) ->
             "", _md_table(GROUP_HEADER, _group_rows(main)), "",
         ]
         parts += ["## Cost", "", _md_table(COST_HEADER, _cost_rows(main)), ""]
+    extra_names = sorted({k for s in summaries for k in s.get("other_metrics", {})})
+    if extra_names:
+        rows = [[s["row"], str(s["n"])] + [_fmt_metric(s.get("other_metrics", {}).get(k) or {}) for k in extra_names]
+                for s in summaries]
+        parts += ["## Other metrics (runs with a different evaluation, e.g. sampled GAUC)", "",
+                  "Selected on the run's own `valid_metric` (see the command that produced it).", "",
+                  _md_table(["row", "n"] + extra_names, rows), ""]
     if budget:
         parts += ["## Token budget L (FlexCode-L<n>)", ""]
         parts += [_md_table(ACCURACY_HEADER, _accuracy_rows(budget)), ""]
