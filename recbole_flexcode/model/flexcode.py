@@ -364,6 +364,7 @@ class FlexCode(SequentialRecommender):
             ax.scatter(np.log1p(counts), splits / self.budget, s=4, alpha=0.4, label="inference split n_cf / L")
             ax.set_xlabel("log(1 + training interactions)")
             ax.set_ylabel("collaborative share")
+            ax.set_ylim(-0.05, 1.05)  # a saturated router would otherwise get an offset axis
             ax.set_title(f"FlexCode ({self.variant}, L={self.budget}): budget split vs popularity")
             ax.legend(loc="best")
             png = os.path.join(directory, "split_vs_popularity.png")
