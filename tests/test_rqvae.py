@@ -13,15 +13,6 @@ IN_DIM, CODE_DIM, LEVELS, K = 32, 8, 3, 16
 SMALL = dict(code_dim=CODE_DIM, n_levels=LEVELS, codebook_size=K, hidden_dims=(64, 32))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny ops: extra OpenMP threads only add contention on a shared 2-core box.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def gaussian_mixture(n=600, d=IN_DIM, n_clusters=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     centers = 2.0 * torch.randn(n_clusters, d, generator=g)
