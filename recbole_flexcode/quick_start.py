@@ -158,6 +158,12 @@ def run(
     extra = getattr(trainer.model, "report", None)
     if callable(extra):
         result["model_report"] = extra()
+    diagnose = getattr(trainer.model, "diagnose", None)
+    if callable(diagnose):
+        # validation rows only, so test data informs nothing but the test metrics
+        diagnostics = diagnose(valid_data)
+        if diagnostics is not None:
+            result["diagnostics"] = diagnostics
 
     if result_file is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

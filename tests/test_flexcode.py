@@ -577,3 +577,87 @@ def test_quick_start_run_end_to_end(flex, tmp_path, monkeypatch):
     assert any(a.endswith("item_splits.csv") for a in artifacts)
     assert all(os.path.isfile(a) for a in artifacts)
     assert os.path.isfile(on_disk["checkpoint"])
+    strata = on_disk["diagnostics"]["strata"]
+    assert sum(r["n_targets"] for r in strata) == flex["dataset"].user_num - 1  # one validation row per user
+
+
+def test_router_warmup_trains_every_split_and_leaves_the_router_alone(flex):
+    m = make_model(flex, router_warmup_steps=2)
+    m.train()
+    batch = flex["train_batch"]
+    seen_nll_weights = []
+    original = m.generator.sequence_nll
+
+    def spy(memory, pad, paths):
+        seen_nll_weights.append(paths.shape[1])
+        return original(memory, pad, paths)
+
+    m.generator.sequence_nll = spy
+    with single_thread():
+        for step in range(3):
+            m.zero_grad(set_to_none=True)
+            loss = m.calculate_loss(batch)
+            loss.backward()
+            router_grad = sum(float(p.grad.abs().sum()) for p in m.router.parameters() if p.grad is not None)
+            if step < 2:
+                assert router_grad == 0.0, f"router trained during warm-up step {step}"
+            else:
+                assert router_grad > 0.0, "router not trained after warm-up"
+    # every step decodes the target under all L+1 splits
+    assert seen_nll_weights == [L + 1] * 3
+    assert m._train_steps == 3
+    # evaluation never counts as a training step
+    m.eval()
+    with torch.no_grad():
+        m.calculate_loss(batch)
+    assert m._train_steps == 3
+
+
+def test_router_warmup_draws_real_one_hot_splits(flex):
+    m = make_model(flex, router_warmup_steps=5)
+    torch.manual_seed(0)
+    probs = m._warmup_probs()
+    assert probs.shape == (m.n_items, L + 1)
+    assert torch.all(probs.sum(1) == 1) and torch.all((probs == 0) | (probs == 1))
+    # with ~60 items every split is drawn
+    assert torch.all(probs[1:].sum(0) > 0)
+
+
+def test_negative_router_warmup_is_refused(flex):
+    with pytest.raises(ValueError, match="router_warmup_steps"):
+        make_model(flex, router_warmup_steps=-1)
+
+
+def test_diagnose_reports_split_losses_per_stratum(flex):
+    m = copy.deepcopy(flex["model"])
+    with single_thread():
+        d = m.diagnose(flex["valid"])
+    rows = d["strata"]
+    assert len(rows) == m.n_strata
+    n_valid = len(flex["valid"]._dataset.inter_feat)
+    assert sum(r["n_targets"] for r in rows) == n_valid
+    for r in rows:
+        if r["n_targets"]:
+            assert len(r["mean_nll_by_split"]) == L + 1
+            assert all(math.isfinite(x) and x > 0 for x in r["mean_nll_by_split"])
+            assert r["best_split"] == int(np.argmin(r["mean_nll_by_split"]))
+    assert sum(sum(r["router_split_histogram"]) for r in rows) == m.n_items - 1
+    # the per-stratum means agree with a direct per-row computation
+    nlls, strata = [], []
+    with torch.no_grad():
+        for batch in flex["valid"]:
+            target = batch[0][m.ITEM_ID]
+            memory, pad, _ = m.forward(batch[0][m.ITEM_SEQ], batch[0][m.ITEM_SEQ_LEN])
+            nlls.append(m.generator.sequence_nll(memory, pad, m.paths[:, target].permute(1, 0, 2)))
+            strata.append(m.strata[target - 1])
+    nll, stratum = torch.cat(nlls).double(), torch.cat(strata)
+    for r in rows:
+        sel = stratum == r["stratum"]
+        assert int(sel.sum()) == r["n_targets"]
+        if r["n_targets"]:
+            assert r["mean_nll_by_split"] == pytest.approx(nll[sel].mean(0).tolist(), rel=1e-5)
+
+
+def test_diagnose_skips_fixed_split_variants(flex):
+    m = make_model(flex, variant="cf_only")
+    assert m.diagnose(flex["valid"]) is None

@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
@@ -88,6 +89,9 @@ class FlexCode(SequentialRecommender):
         self.arg_weight = float(config_value(config, "arg_weight", 1.0))
         self.lb_weight = float(config_value(config, "lb_weight", 0.01))
         self.smooth_weight = float(config_value(config, "smooth_weight", 0.01))
+        self.router_warmup_steps = int(config_value(config, "router_warmup_steps", 0))
+        if self.router_warmup_steps < 0:
+            raise ValueError("FlexCode: router_warmup_steps must be >= 0")
         align_on = self.variant in ("full", "fix")
         self.align_weight = float(config_value(config, "align_weight", 0.1)) if align_on else 0.0
         if self.variant in ("full", "no_align"):
@@ -185,6 +189,7 @@ class FlexCode(SequentialRecommender):
         )
         self.recode_every = int(config_value(config, "recode_every", 100))
         self._steps = 0
+        self._train_steps = 0
         self._trie = None
         self._trie_paths = None
         self.to(device)
@@ -237,6 +242,18 @@ class FlexCode(SequentialRecommender):
         cf_mask, sem_mask = level_masks(probs, self.budget, straight_through=True)
         return self.generator.item_table(self.cf_tokens, self.sem_tokens, cf_mask, sem_mask)
 
+    def _in_router_warmup(self) -> bool:
+        return self.training and self.fixed_split is None and self._train_steps < self.router_warmup_steps
+
+    def _warmup_probs(self) -> torch.Tensor:
+        """Router warm-up (ours, docs/design.md "router"): one uniformly drawn split per item.
+
+        Drawn afresh every step and one-hot, so history items are real paths of every split and
+        the expected target loss under it weights all splits equally; the router is untouched.
+        """
+        splits = torch.randint(0, self.budget + 1, (self.n_items,), device=self.features.device)
+        return F.one_hot(splits, self.budget + 1).to(self.features.dtype)
+
     # ------------------------------------------------------------------ RecBole API
     def forward(self, item_seq, item_seq_len):
         probs = self.split_probs()
@@ -247,11 +264,20 @@ class FlexCode(SequentialRecommender):
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         target = interaction[self.POS_ITEM_ID]
-        memory, pad, probs = self.forward(item_seq, item_seq_len)
+        warmup = self._in_router_warmup()
+        self._train_steps += int(self.training)
+        if warmup:
+            probs = self._warmup_probs()
+            memory, pad = self.generator.encode_history(self._item_vectors(probs), item_seq, item_seq_len)
+        else:
+            memory, pad, probs = self.forward(item_seq, item_seq_len)
         target_probs = probs[target]  # [B, L+1]
         if self.fixed_split is not None:
             splits = torch.tensor([self.fixed_split], device=target.device)
             weights = torch.ones(len(target), 1, device=target.device)
+        elif warmup:
+            splits = torch.arange(self.budget + 1, device=target.device)
+            weights = torch.full_like(target_probs, 1.0 / (self.budget + 1))
         else:
             splits = torch.arange(self.budget + 1, device=target.device)
             weights = target_probs
@@ -259,7 +285,7 @@ class FlexCode(SequentialRecommender):
         candidate_paths = self.paths[splits][:, target].permute(1, 0, 2)  # [B, S, T]
         nll = self.generator.sequence_nll(memory, pad, candidate_paths)
         loss = self.arg_weight * (weights * nll).sum(-1).mean()
-        if self.fixed_split is None:
+        if self.fixed_split is None and not warmup:
             real = probs[1:]
             if self.lb_weight > 0:
                 loss = loss + self.lb_weight * stratified_load_balance(real, self.strata, self.n_strata)
@@ -335,6 +361,49 @@ class FlexCode(SequentialRecommender):
             "mean_cf_tokens_head": float(splits[head].mean()) if head.any() else None,
             "mean_cf_tokens_tail": float(splits[~head].mean()) if (~head).any() else None,
         }
+
+    @torch.no_grad()
+    def diagnose(self, data) -> dict | None:
+        """Which split does the generator predict best, per popularity stratum of the target?
+
+        For every evaluation row the target's ``L_ARG`` under each of the ``L + 1`` splits (the
+        quantity the router's expected loss trades off, §4.3), averaged per ``lb_strata`` stratum.
+        Run on validation data; only for the routed variants (fixed splits train one split only).
+        """
+        if self.fixed_split is not None:
+            return None
+        was_training = self.training
+        self.eval()
+        n_splits = self.budget + 1
+        sums = torch.zeros(self.n_strata, n_splits, dtype=torch.float64)
+        counts = torch.zeros(self.n_strata, dtype=torch.long)
+        splits = torch.arange(n_splits, device=self.paths.device)
+        for batch in data:
+            interaction = batch[0] if isinstance(batch, tuple) else batch
+            interaction = interaction.to(self.paths.device)
+            target = interaction[self.ITEM_ID]
+            memory, pad, _ = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            nll = self.generator.sequence_nll(memory, pad, self.paths[splits][:, target].permute(1, 0, 2))
+            stratum = self.strata[target - 1].cpu()
+            sums.index_add_(0, stratum, nll.double().cpu())
+            counts += torch.bincount(stratum, minlength=self.n_strata)
+        self.train(was_training)
+        item_strata = self.strata.cpu().numpy()
+        item_counts = self.item_counts[1:]
+        chosen = self.item_splits()[1:].cpu().numpy()
+        rows = []
+        for k in range(self.n_strata):
+            members = item_counts[item_strata == k]
+            mean = (sums[k] / counts[k]).tolist() if counts[k] > 0 else [None] * n_splits
+            rows.append({
+                "stratum": k,
+                "train_count_range": [int(members.min()), int(members.max())] if len(members) else None,
+                "n_targets": int(counts[k]),
+                "mean_nll_by_split": mean,
+                "best_split": int(np.nanargmin(np.array(mean, dtype=float))) if counts[k] > 0 else None,
+                "router_split_histogram": np.bincount(chosen[item_strata == k], minlength=n_splits).tolist(),
+            })
+        return {"what": "mean target L_ARG per split (index = collaborative tokens), validation rows", "strata": rows}
 
     @torch.no_grad()
     def export_artifacts(self, directory: str) -> list[str]:
