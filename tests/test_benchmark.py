@@ -388,7 +388,55 @@ def test_sampled_metrics_get_their_own_table(tmp_path):
         rec["best_valid_result"] = {"gauc": g + 0.01}
         rec["popularity_groups"] = None
         runner.write_json_atomic(str(runs / f"SOLID-seed{seed}.json"), rec)
+    # a full-ranking row beside them: it has no GAUC and SOLID has no Recall/NDCG
+    runner.write_json_atomic(str(runs / "SASRec-seed1.json"), _fake_record("SASRec", 1, 0.05))
     tables.write_tables(str(tmp_path), "ml-100k")
     md = (tmp_path / "ml-100k" / "benchmark.md").read_text()
     assert "## Other metrics" in md
     assert "| SOLID | 2 | 0.8100 ± 0.0141 | 0.8200 ± 0.0141 |" in md
+    accuracy = md.split("## Accuracy (test)")[1].split("## Popularity groups")[0]
+    assert "| SASRec | 1 |" in accuracy and "SOLID" not in accuracy
+    other = md.split("## Other metrics")[1]
+    assert "SASRec" not in other.split("Cost columns")[0]
+    cost = md.split("## Cost")[1].split("## Other metrics")[0]
+    assert "| SOLID | 2 |" in cost and "| SASRec | 1 |" in cost
+
+
+def test_adopt_takes_in_run_flexcode_results(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results"
+    runs = out / "ml-tiny" / "runs"
+    common = [f"--data_path={tiny_data}", f"--cache_dir={tmp_path / 'cache'}", f"--checkpoint_dir={tmp_path / 'saved'}", *TINY_ARGS]
+    path = runs / "SASRec-seed7.json"
+    assert quick_start.main(["--model=SASRec", "--dataset=ml-tiny", "--seed=7", f"--result_file={path}", *common]) == 0
+    rec = _load(path)
+    assert "benchmark" not in rec and rec["command"].startswith("python run_flexcode.py ")
+    # not counted before adoption
+    assert runner.main(["--dataset=ml-tiny", f"--out={out}", "--tables-only"]) == 0
+    assert not (out / "ml-tiny" / "benchmark.csv").exists() or "SASRec" not in _read_csv(out / "ml-tiny" / "benchmark.csv")
+    capsys.readouterr()
+
+    assert runner.main(["--dataset=ml-tiny", f"--out={out}", "--tables-only", "--adopt"]) == 0
+    assert f"adopted {path}" in capsys.readouterr().out
+    b = _load(path)["benchmark"]
+    assert b["row"] == "SASRec" and b["seed"] == 7 and b["model"] == "SASRec"
+    assert b["train_s"] == rec["timings_s"]["train"] and b["peak_memory_bytes"] is None
+    assert math.isclose(b["inference_users_per_s"], rec["n_test_users"] / rec["timings_s"]["test"])
+    assert b["device"].startswith("CPU")
+    table = _read_csv(out / "ml-tiny" / "benchmark.csv")
+    assert table["SASRec"]["n"] == "1" and float(table["SASRec"]["ndcg@10_mean"]) == rec["test_result"]["ndcg@10"]
+    md = (out / "ml-tiny" / "benchmark.md").read_text()
+    assert "python run_flexcode.py --model=SASRec" in md  # the producing command is listed
+
+    # adopted runs count as finished for resume; a second adoption changes nothing
+    assert runner.load_finished(str(path)) is not None
+    before = path.stat().st_mtime_ns
+    assert runner.main(["--dataset=ml-tiny", f"--out={out}", "--tables-only", "--adopt"]) == 0
+    assert path.stat().st_mtime_ns == before
+
+    # a file whose name contradicts its content is refused, not adopted under the wrong row
+    wrong = runs / "GRU4Rec-seed7.json"
+    wrong.write_text(json.dumps(rec))
+    assert runner.main(["--dataset=ml-tiny", f"--out={out}", "--tables-only", "--adopt"]) == 2
+    assert "does not match" in capsys.readouterr().err
+    assert "benchmark" not in _load(wrong)

@@ -40,6 +40,8 @@ Resume: a (row, seed) whose JSON exists *with* its ``benchmark`` section is skip
 ``benchmark`` section, so an interrupted run leaves either nothing or a file without that
 section, which the next invocation reruns.  Tables (:mod:`.tables`) are rewritten after every
 finished run and at the end; ``--tables-only`` rewrites them from the run JSONs without training.
+``--adopt`` first takes in results that ``run_flexcode.py --result_file=<out>/<dataset>/runs/<row>-seed<seed>.json``
+wrote (same protocol, no cost bookkeeping): see :func:`adopt_runs`.
 
 Exit status: 0 success; 2 bad arguments (unknown row, bad seeds, bad ``--key=value``) or a
 configuration error raised by ``run()`` (missing dataset, ...); 1 when some run failed (the
@@ -49,6 +51,7 @@ others still ran); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -324,6 +327,72 @@ def run_one(spec: RowSpec, seed: int, dataset: str, path: str, overrides: dict, 
     return result
 
 
+def adopt_runs(out: str, dataset: str) -> list[str]:
+    """Give finished ``run_flexcode.py`` results in ``runs/`` a ``benchmark`` section.
+
+    A run made with ``python run_flexcode.py ... --result_file=<out>/<dataset>/runs/<row>-seed<seed>.json``
+    follows the same protocol as a runner's run but lacks the cost bookkeeping. Its row comes from
+    the file name (checked against the record's model, variant, budget and seed); cost fields come
+    from its ``timings_s``; peak memory was not measured and stays empty. Returns the adopted paths.
+    """
+    adopted = []
+    for path in sorted(glob.glob(os.path.join(runs_dir(out, dataset), "*.json"))):
+        m = re.match(r"^(?P<row>.+)-seed(?P<seed>-?\d+)\.json$", os.path.basename(path))
+        if m is None:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(rec, dict) or "test_result" not in rec or isinstance(rec.get("benchmark"), dict):
+            continue
+        spec = parse_row(m.group("row"), check_model=False)
+        seed = int(m.group("seed"))
+        report = rec.get("model_report") or {}
+        mismatch = []
+        if rec.get("model") != spec.model:
+            mismatch.append(f"model {rec.get('model')} != {spec.model}")
+        if rec.get("seed") is not None and int(rec["seed"]) != seed:
+            mismatch.append(f"seed {rec['seed']} != {seed}")
+        for key, field in (("variant", "variant"), ("token_budget", "token_budget")):
+            if key in spec.overrides and report.get(field) is not None and report[field] != spec.overrides[key]:
+                mismatch.append(f"{field} {report[field]} != {spec.overrides[key]}")
+        if mismatch:
+            raise BenchmarkError(f"{path}: file name does not match the run ({'; '.join(mismatch)})")
+        timings = rec.get("timings_s") or {}
+        machine = rec.get("machine") or {}
+        n_users = rec.get("n_test_users")
+        test_s = timings.get("test")
+        if machine.get("gpu"):
+            device = f"GPU: {machine['gpu']}"
+        else:
+            threads = machine.get("cpu_threads")
+            device = f"CPU ({threads} threads; model not recorded)" if threads else "CPU (model not recorded)"
+        rec["benchmark"] = {
+            "row": spec.name,
+            "model": spec.model,
+            "row_overrides": dict(spec.overrides),
+            "seed": seed,
+            "device": device,
+            "wall_s": sum(v for k, v in timings.items() if isinstance(v, (int, float))),
+            "train_s": timings.get("train"),
+            "stages_s": timings.get("model_init"),
+            "test_s": test_s,
+            "n_test_users": n_users,
+            "inference_users_per_s": (n_users / test_s) if n_users and test_s else None,
+            "inference_timing": "test users / timings_s.test (RecBole test pass incl. checkpoint load)",
+            "peak_rss_bytes": None,
+            "peak_gpu_memory_bytes": rec.get("peak_gpu_memory_bytes"),
+            "peak_memory_bytes": None,
+            "peak_memory_kind": "not measured (adopted run)",
+            "adopted": "made by the command above, not by this runner; wall_s = sum of timings_s",
+        }
+        write_json_atomic(path, rec)
+        adopted.append(path)
+    return adopted
+
+
 def _fmt_duration(seconds: float) -> str:
     seconds = int(round(max(0.0, seconds)))
     h, rest = divmod(seconds, 3600)
@@ -348,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config_files", default=None, help="space-separated YAML config files for every run")
     p.add_argument("--tables-only", "--tables_only", dest="tables_only", action="store_true",
                    help="only rewrite the tables from existing run JSONs (no training)")
+    p.add_argument("--adopt", action="store_true",
+                   help="first give runs/<row>-seed<seed>.json files written by run_flexcode.py a benchmark "
+                   "section (cost fields from their timings), so tables and resume count them")
     return p
 
 
@@ -378,6 +450,14 @@ def main(argv=None) -> int:
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+    if args.adopt:
+        try:
+            for path in adopt_runs(args.out, args.dataset):
+                print(f"adopted {path}")
+        except BenchmarkError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
     row_names = [r.name for r in rows]
     models_given = any(a == "--models" or a.startswith("--models=") for a in argv) or args.budgets

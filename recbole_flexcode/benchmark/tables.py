@@ -177,7 +177,7 @@ def aggregate(records: list[dict], row_order=None, only_rows=None) -> list[dict]
 
 # ---------------------------------------------------------------------- formatting
 def _fmt_metric(ms: dict, digits: int = 4) -> str:
-    if ms["mean"] is None:
+    if not ms or ms["mean"] is None:
         return "–"
     if ms["std"] is None:
         return f"{ms['mean']:.{digits}f}"
@@ -185,7 +185,7 @@ def _fmt_metric(ms: dict, digits: int = 4) -> str:
 
 
 def _fmt_count(ms: dict) -> str:
-    if ms["mean"] is None:
+    if not ms or ms["mean"] is None:
         return "–"
     if ms["std"] in (None, 0.0):
         return f"{ms['mean']:.0f}"
@@ -296,6 +296,8 @@ def _published_block(dataset: str) -> str:
 
 def render_markdown(dataset: str, summaries: list[dict], command: str | None) -> str:
     main = [s for s in summaries if budget_of(s["row"]) is None]
+    # rows evaluated only with sampled metrics (e.g. GAUC) have no full-ranking cells to show
+    ranked = [s for s in main if any(s["metrics"][k]["mean"] is not None for k in _TABLE_METRICS)]
     budget = sorted((s for s in summaries if budget_of(s["row"]) is not None), key=lambda s: (budget_of(s["row"]), s["row"]))
     run_commands = sorted({c for s in summaries for c in s["commands"]})
     parts = [
@@ -315,16 +317,17 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None) ->
         "",
     ]
     if main:
-        parts += ["## Accuracy (test)", "", _md_table(ACCURACY_HEADER, _accuracy_rows(main)), ""]
-        parts += [
-            "## Popularity groups (test users by target item: head = 20% most popular items in training)",
-            "", _md_table(GROUP_HEADER, _group_rows(main)), "",
-        ]
+        if ranked:
+            parts += ["## Accuracy (test)", "", _md_table(ACCURACY_HEADER, _accuracy_rows(ranked)), ""]
+            parts += [
+                "## Popularity groups (test users by target item: head = 20% most popular items in training)",
+                "", _md_table(GROUP_HEADER, _group_rows(ranked)), "",
+            ]
         parts += ["## Cost", "", _md_table(COST_HEADER, _cost_rows(main)), ""]
     extra_names = sorted({k for s in summaries for k in s.get("other_metrics", {})})
     if extra_names:
         rows = [[s["row"], str(s["n"])] + [_fmt_metric(s.get("other_metrics", {}).get(k) or {}) for k in extra_names]
-                for s in summaries]
+                for s in summaries if s.get("other_metrics")]
         parts += ["## Other metrics (runs with a different evaluation, e.g. sampled GAUC)", "",
                   "Selected on the run's own `valid_metric` (see the command that produced it).", "",
                   _md_table(["row", "n"] + extra_names, rows), ""]
