@@ -580,6 +580,20 @@ def test_quick_start_run_end_to_end(flex, tmp_path, monkeypatch):
     strata = on_disk["diagnostics"]["strata"]
     assert sum(r["n_targets"] for r in strata) == flex["dataset"].user_num - 1  # one validation row per user
 
+    # the diagnose CLI reloads the checkpoint and reproduces the stored block
+    from recbole_flexcode import diagnose
+
+    out = tmp_path / "diag.json"
+    with single_thread():
+        assert diagnose.main([on_disk["checkpoint"], "--trust", f"--out={out}"]) == 0
+    again = json.loads(out.read_text())
+    for mine, stored in zip(again["strata"], strata):
+        assert mine["n_targets"] == stored["n_targets"]
+        assert mine["router_split_histogram"] == stored["router_split_histogram"]
+        if stored["n_targets"]:
+            assert mine["mean_nll_by_split"] == pytest.approx(stored["mean_nll_by_split"], rel=1e-4)
+    assert diagnose.main([str(tmp_path / "missing.pth")]) == 2
+
 
 def test_router_warmup_trains_every_split_and_leaves_the_router_alone(flex):
     m = make_model(flex, router_warmup_steps=2)
