@@ -355,9 +355,9 @@ def adopt_runs(out: str, dataset: str) -> list[str]:
             mismatch.append(f"model {rec.get('model')} != {spec.model}")
         if rec.get("seed") is not None and int(rec["seed"]) != seed:
             mismatch.append(f"seed {rec['seed']} != {seed}")
-        for key, field in (("variant", "variant"), ("token_budget", "token_budget")):
-            if key in spec.overrides and report.get(field) is not None and report[field] != spec.overrides[key]:
-                mismatch.append(f"{field} {report[field]} != {spec.overrides[key]}")
+        for key in ("variant", "token_budget"):
+            if key in spec.overrides and report.get(key) is not None and report[key] != spec.overrides[key]:
+                mismatch.append(f"{key} {report[key]} != {spec.overrides[key]}")
         if mismatch:
             raise BenchmarkError(f"{path}: file name does not match the run ({'; '.join(mismatch)})")
         timings = rec.get("timings_s") or {}
