@@ -271,3 +271,11 @@ def test_training_interactions_do_affect_the_stage(stage, tmp_path):
     edited = train.copy(inter)
     with no_training(), pytest.raises(TrainingCalled):
         collaborative_embeddings(stage["config"], edited, cache_dir=str(stage["cache_dir"]), show_progress=False, **CF)
+
+
+def test_sasrec_settings_parse_floats_without_a_recbole_config():
+    """A Config unpickled from a checkpoint has no yaml_loader; RecBole's floats must stay floats."""
+    settings = sasrec_settings({})
+    assert isinstance(settings["layer_norm_eps"], float) and settings["layer_norm_eps"] == 1e-12
+    assert settings["loss_type"] == "CE"
+    assert sasrec_settings({"cf_hidden_size": 16})["hidden_size"] == 16

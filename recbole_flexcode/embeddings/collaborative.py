@@ -17,9 +17,9 @@ import os
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
+from recbole_flexcode.config import load_yaml
 from recbole_flexcode.embeddings.cache import ArrayCache, cache_key
 
 #: SASRec settings that can be overridden from the FlexCode config with a ``cf_`` prefix.
@@ -42,9 +42,9 @@ def sasrec_settings(config) -> dict:
 
     path = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", "SASRec.yaml")
     with open(path, "r", encoding="utf-8") as f:
-        # RecBole's own loader: plain YAML reads "1e-12" as a string
-        loader = getattr(config, "yaml_loader", yaml.SafeLoader)
-        settings = yaml.load(f, Loader=loader) or {}
+        # RecBole's float rule (plain YAML reads "1e-12" as a string). Not config.yaml_loader:
+        # a Config unpickled from a checkpoint no longer has it.
+        settings = load_yaml(f) or {}
     for key in SASREC_KEYS:
         value = config[f"cf_{key}"] if f"cf_{key}" in config else None
         if value is not None:
