@@ -368,7 +368,7 @@ def adopt_runs(out: str, dataset: str) -> list[str]:
             device = f"GPU: {machine['gpu']}"
         else:
             threads = machine.get("cpu_threads")
-            device = f"CPU ({threads} threads; model not recorded)" if threads else "CPU (model not recorded)"
+            device = "CPU (model not recorded" + (f"; {threads} thread{'s' if threads != 1 else ''})" if threads else ")")
         rec["benchmark"] = {
             "row": spec.name,
             "model": spec.model,
@@ -385,7 +385,7 @@ def adopt_runs(out: str, dataset: str) -> list[str]:
             "peak_rss_bytes": None,
             "peak_gpu_memory_bytes": rec.get("peak_gpu_memory_bytes"),
             "peak_memory_bytes": None,
-            "peak_memory_kind": "not measured (adopted run)",
+            "peak_memory_kind": "not measured: adopted run",
             "adopted": "made by the command above, not by this runner; wall_s = sum of timings_s",
         }
         write_json_atomic(path, rec)
