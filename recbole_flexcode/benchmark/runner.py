@@ -265,6 +265,25 @@ def _cuda_available() -> bool:
         return False
 
 
+def _bench_base(spec: RowSpec, seed: int, device: str, wall_s, timings: dict, n_users) -> dict:
+    """The ``benchmark`` fields shared by runner-made and adopted runs (row, seed, times, throughput)."""
+    test_s = timings.get("test")
+    return {
+        "row": spec.name,
+        "model": spec.model,
+        "row_overrides": dict(spec.overrides),
+        "seed": int(seed),
+        "device": device,
+        "wall_s": wall_s,
+        "train_s": timings.get("train"),
+        "stages_s": timings.get("model_init"),
+        "test_s": test_s,
+        "n_test_users": n_users,
+        "inference_users_per_s": (n_users / test_s) if n_users and test_s else None,
+        "inference_timing": "test users / timings_s.test (RecBole test pass incl. checkpoint load)",
+    }
+
+
 def run_one(spec: RowSpec, seed: int, dataset: str, path: str, overrides: dict, config_files, command: str) -> dict:
     """Train and evaluate one (row, seed) through ``quick_start.run``; write its JSON; return it."""
     from recbole_flexcode import quick_start
@@ -295,20 +314,8 @@ def run_one(spec: RowSpec, seed: int, dataset: str, path: str, overrides: dict, 
     n_users = result.get("n_test_users")
     if n_users is None:
         n_users = (result.get("popularity_groups") or {}).get("all", {}).get("users")
-    test_s = timings.get("test")
     bench = {
-        "row": spec.name,
-        "model": spec.model,
-        "row_overrides": dict(spec.overrides),
-        "seed": int(seed),
-        "device": device_name(machine if on_gpu else {}),
-        "wall_s": wall,
-        "train_s": timings.get("train"),
-        "stages_s": timings.get("model_init"),
-        "test_s": test_s,
-        "n_test_users": n_users,
-        "inference_users_per_s": (n_users / test_s) if n_users and test_s else None,
-        "inference_timing": "test users / timings_s.test (RecBole test pass incl. checkpoint load)",
+        **_bench_base(spec, seed, device_name(machine if on_gpu else {}), wall, timings, n_users),
         "peak_rss_bytes": peak_rss_bytes(),
         "peak_rss_reset": rss_reset,
         "peak_gpu_memory_bytes": None,
@@ -363,25 +370,14 @@ def adopt_runs(out: str, dataset: str) -> list[str]:
         timings = rec.get("timings_s") or {}
         machine = rec.get("machine") or {}
         n_users = rec.get("n_test_users")
-        test_s = timings.get("test")
         if machine.get("gpu"):
             device = f"GPU: {machine['gpu']}"
         else:
             threads = machine.get("cpu_threads")
             device = "CPU (model not recorded" + (f"; {threads} thread{'s' if threads != 1 else ''})" if threads else ")")
+        wall = sum(v for v in timings.values() if isinstance(v, (int, float)))
         rec["benchmark"] = {
-            "row": spec.name,
-            "model": spec.model,
-            "row_overrides": dict(spec.overrides),
-            "seed": seed,
-            "device": device,
-            "wall_s": sum(v for k, v in timings.items() if isinstance(v, (int, float))),
-            "train_s": timings.get("train"),
-            "stages_s": timings.get("model_init"),
-            "test_s": test_s,
-            "n_test_users": n_users,
-            "inference_users_per_s": (n_users / test_s) if n_users and test_s else None,
-            "inference_timing": "test users / timings_s.test (RecBole test pass incl. checkpoint load)",
+            **_bench_base(spec, seed, device, wall, timings, n_users),
             "peak_rss_bytes": None,
             "peak_gpu_memory_bytes": rec.get("peak_gpu_memory_bytes"),
             "peak_memory_bytes": None,
