@@ -602,9 +602,13 @@ def test_router_warmup_trains_every_split_and_leaves_the_router_alone(flex):
     seen_nll_weights = []
     original = m.generator.sequence_nll
 
+    last_nll = []
+
     def spy(memory, pad, paths):
         seen_nll_weights.append(paths.shape[1])
-        return original(memory, pad, paths)
+        out = original(memory, pad, paths)
+        last_nll[:] = [out.detach()]
+        return out
 
     m.generator.sequence_nll = spy
     with single_thread():
@@ -615,6 +619,8 @@ def test_router_warmup_trains_every_split_and_leaves_the_router_alone(flex):
             router_grad = sum(float(p.grad.abs().sum()) for p in m.router.parameters() if p.grad is not None)
             if step < 2:
                 assert router_grad == 0.0, f"router trained during warm-up step {step}"
+                # every split weighted equally; no router regularisers
+                assert float(loss) == pytest.approx(m.arg_weight * float(last_nll[0].mean(-1).mean()), rel=1e-5)
             else:
                 assert router_grad > 0.0, "router not trained after warm-up"
     # every step decodes the target under all L+1 splits

@@ -275,12 +275,9 @@ class FlexCode(SequentialRecommender):
         if self.fixed_split is not None:
             splits = torch.tensor([self.fixed_split], device=target.device)
             weights = torch.ones(len(target), 1, device=target.device)
-        elif warmup:
-            splits = torch.arange(self.budget + 1, device=target.device)
-            weights = torch.full_like(target_probs, 1.0 / (self.budget + 1))
         else:
             splits = torch.arange(self.budget + 1, device=target.device)
-            weights = target_probs
+            weights = torch.full_like(target_probs, 1.0 / (self.budget + 1)) if warmup else target_probs
         # expected L_ARG over splits: only the target's L+1 decoder steps differ (SPEC §1)
         candidate_paths = self.paths[splits][:, target].permute(1, 0, 2)  # [B, S, T]
         nll = self.generator.sequence_nll(memory, pad, candidate_paths)
