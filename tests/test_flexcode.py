@@ -681,3 +681,141 @@ def test_diagnose_reports_split_losses_per_stratum(flex):
 def test_diagnose_skips_fixed_split_variants(flex):
     m = make_model(flex, variant="cf_only")
     assert m.diagnose(flex["valid"]) is None
+
+
+# ----------------------------------------------------------------------------- decoupled router
+
+
+def test_router_mode_settings_are_checked(flex):
+    with pytest.raises(ValueError, match="router_mode"):
+        make_model(flex, router_mode="sometimes")
+    with pytest.raises(ValueError, match="warm-up > 0"):
+        make_model(flex, router_mode="decoupled", router_warmup_epochs=0)
+    # fixed-split variants have no router to decouple: no warm-up needed
+    assert make_model(flex, router_mode="decoupled", variant="fix").router_mode == "decoupled"
+    with pytest.raises(ValueError, match="not both"):
+        make_model(flex, router_warmup_steps=3, router_warmup_epochs=1)
+    with pytest.raises(ValueError, match=">= 0"):
+        make_model(flex, router_warmup_epochs=-1)
+
+
+def test_router_warmup_in_epochs_counts_the_trainers_steps(flex):
+    steps_per_epoch = len(flex["train"])  # RecBole's training loader: batches per epoch
+    assert make_model(flex, router_warmup_epochs=2).router_warmup_steps == 2 * steps_per_epoch
+    assert make_model(flex, router_warmup_epochs=0.5).router_warmup_steps == math.ceil(0.5 * steps_per_epoch)
+    # the decoupled router's default warm-up is 5 epochs; the expected-loss router has none
+    from recbole_flexcode.model.flexcode import DEFAULT_DECOUPLED_WARMUP_EPOCHS
+
+    assert make_model(flex, router_mode="decoupled").router_warmup_steps == DEFAULT_DECOUPLED_WARMUP_EPOCHS * steps_per_epoch
+    assert flex["model"].router_warmup_steps == 0
+
+
+def test_decoupled_router_fits_the_split_posterior_then_freezes(flex):
+    m = make_model(flex, router_mode="decoupled", router_warmup_steps=1)
+    m.train()
+    batch = flex["train_batch"]
+    target = batch[m.POS_ITEM_ID]
+    calls = []
+    original = m.generator.sequence_nll
+
+    def spy(memory, pad, paths):
+        out = original(memory, pad, paths)
+        calls.append((paths.detach().clone(), out.detach().clone()))
+        return out
+
+    m.generator.sequence_nll = spy
+    gen_params = [p for p in m.generator.parameters() if p.requires_grad]
+
+    # warm-up step: loss = uniform generator loss + router's expected *detached* loss + regularisers
+    torch.manual_seed(3)
+    m.zero_grad(set_to_none=True)
+    with single_thread():
+        loss = m.calculate_loss(batch)
+        loss.backward()
+    paths, nll = calls[-1]
+    assert paths.shape[1] == L + 1
+    router_grad = sum(float(p.grad.abs().sum()) for p in m.router.parameters() if p.grad is not None)
+    assert router_grad > 0.0
+    with torch.no_grad():
+        probs = m.router(m.features)
+        from recbole_flexcode.tokenizer.router import popularity_smoothness, stratified_load_balance
+
+        # the router fits the posterior over splits given the target, each stratum weighted equally
+        posterior = torch.softmax(-nll, -1)
+        ce = -(posterior * probs[target].log()).sum(-1)
+        stratum = m.strata[target - 1]
+        per_stratum = [ce[stratum == k].mean() for k in range(m.n_strata) if bool((stratum == k).any())]
+        expected = (
+            m.arg_weight * nll.mean(-1).mean()
+            + torch.stack(per_stratum).mean()
+            + m.lb_weight * stratified_load_balance(probs[1:], m.strata, m.n_strata)
+            + m.smooth_weight * popularity_smoothness(m.router.alpha(probs), m.popularity_order)
+        )
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    # the router's term does not reach the generator: its gradients equal those of the uniform loss alone
+    full_grads = [p.grad.clone() for p in gen_params]
+    m._train_steps = 0
+    torch.manual_seed(3)
+    m.zero_grad(set_to_none=True)
+    with single_thread():
+        uniform = m.arg_weight * original(*_warmup_memory(m, batch), paths).mean(-1).mean()
+        uniform.backward()
+    for p, g in zip(gen_params, full_grads):
+        assert torch.allclose(p.grad, g, atol=1e-6)
+
+    # after the warm-up: one decoder pass per row on the router's split, and no router gradient
+    m._train_steps = 1
+    m.zero_grad(set_to_none=True)
+    with single_thread():
+        loss = m.calculate_loss(batch)
+        loss.backward()
+    paths, nll = calls[-1]
+    assert paths.shape[1] == 1
+    chosen = m.item_splits()[target]
+    assert torch.equal(paths[:, 0], m.paths[chosen, target])
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0.0 for p in m.router.parameters())
+    assert float(loss) == pytest.approx(m.arg_weight * float(nll[:, 0].mean()), rel=1e-5)
+
+
+def _warmup_memory(m, batch):
+    probs = m._warmup_probs()
+    return m.generator.encode_history(m._item_vectors(probs), batch[m.ITEM_SEQ], batch[m.ITEM_SEQ_LEN])
+
+
+@pytest.mark.parametrize("mode", ["decoupled", "expected_loss"])
+def test_router_follows_popularity_dependent_split_losses(flex, mode):
+    """If tail targets are predicted best from semantic tokens, middle ones from a mix and head
+    ones from collaborative tokens, the decoupled router learns that allocation (the premise of
+    PATA, §4.3). The expected-loss router, trained on the same losses, does not: its softmax
+    saturates on the head's split and the tail's gradient vanishes (docs/design.md, "router")."""
+    warmup = 10**6 if mode == "decoupled" else 0
+    m = make_model(flex, router_mode=mode, router_warmup_steps=warmup)
+    m.train()
+    top = m.n_strata - 1
+    # synthetic split losses: stratum 0 (tail) prefers split 0, the top stratum split L, others split 1
+    best = torch.ones(m.n_items, dtype=torch.long)
+    best[1:][m.strata == 0] = 0
+    best[1:][m.strata == top] = L
+    cost = 2.0 + 3.0 * (torch.arange(L + 1).unsqueeze(0) != best.unsqueeze(1)).float()  # [N, L+1]
+    current = {}
+
+    def fake_nll(memory, pad, paths):
+        return cost[current["target"]] + 0.0 * memory.sum()
+
+    m.generator.sequence_nll = fake_nll
+    opt = torch.optim.Adam(m.router.parameters(), lr=0.01)
+    with single_thread():
+        for _ in range(6):
+            for batch in flex["train"]:
+                current["target"] = batch[m.POS_ITEM_ID]
+                opt.zero_grad(set_to_none=True)
+                m.calculate_loss(batch).backward()
+                opt.step()
+    splits = m.item_splits()[1:]
+    tail, head = m.strata == 0, m.strata == top
+    tail_ok = float((splits[tail] == 0).float().mean())
+    head_ok = float((splits[head] == L).float().mean())
+    if mode == "decoupled":
+        assert tail_ok > 0.8 and head_ok > 0.8
+    else:
+        assert tail_ok < 0.2

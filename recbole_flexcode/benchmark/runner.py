@@ -12,6 +12,8 @@ Rows (``--models``, comma-separated):
 * a RecBole or plugin model name (``SASRec``, ``BERT4Rec``, ``GRU4Rec``, ``Caser``, ...) -> that model;
 * ``FlexCode`` -> FlexCode with ``variant=full``;
 * ``FlexCode-<variant>`` -> ``variant=<variant>`` (``semantic_only``, ``cf_only``, ``fix``, ``no_align``, ``full``);
+* ``FlexCode-decoupled`` -> the full variant with ``router_mode=decoupled`` (its warm-up: 5 epochs,
+  or ``--router_warmup_epochs``, which then applies to every FlexCode row of the invocation);
 * ``FlexCode-L<n>`` / ``FlexCode-<variant>-L<n>`` -> ``token_budget=n`` (the budget table);
 * ``SOLID``, ``SOLID-DUET`` (``use_semantics=False``), ``SOLID-static`` (``dynamic=False``);
   ``--budgets=3,4,5,6`` appends ``FlexCode-L3 .. FlexCode-L6``.
@@ -70,6 +72,8 @@ DEFAULT_MODELS = (
 DEFAULT_SEEDS = "2020,2021,2022"
 #: FlexCode variants (kept in step with ``recbole_flexcode.model.flexcode.VARIANTS``; a test checks).
 FLEXCODE_VARIANTS = ("full", "semantic_only", "cf_only", "fix", "no_align")
+#: Rows of the full variant with another router (docs/design.md, "router").
+FLEXCODE_ROUTER_ROWS = {"decoupled": {"variant": "full", "router_mode": "decoupled"}}
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 _FLEX_ROW = re.compile(r"^FlexCode(?:-(?P<variant>[a-z_]+?))?(?:-L(?P<budget>\d+))?$")
 
@@ -116,11 +120,14 @@ def parse_row(name: str, check_model: bool = True) -> RowSpec:
         if not m:
             raise BenchmarkError(f"unknown row '{name}': FlexCode rows are FlexCode[-<variant>][-L<n>]")
         variant = m.group("variant") or "full"
-        if variant not in FLEXCODE_VARIANTS:
+        if variant in FLEXCODE_ROUTER_ROWS:
+            overrides = dict(FLEXCODE_ROUTER_ROWS[variant])
+        elif variant not in FLEXCODE_VARIANTS:
             raise BenchmarkError(
                 f"unknown row '{name}': FlexCode variant '{variant}' is not one of {', '.join(FLEXCODE_VARIANTS)}"
             )
-        overrides = {"variant": variant}
+        else:
+            overrides = {"variant": variant}
         if m.group("budget") is not None:
             budget = int(m.group("budget"))
             if not 1 <= budget <= 8:

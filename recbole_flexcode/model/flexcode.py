@@ -57,6 +57,11 @@ from recbole_flexcode.tokenizer.router import (
 from recbole_flexcode.tokenizer.vocab import all_split_paths
 
 VARIANTS = ("full", "semantic_only", "cf_only", "fix", "no_align")
+#: How the router learns (docs/design.md, "router"): ``expected_loss`` (SPEC's reading, router and
+#: generator share ``Σ_s p_i(s) L_ARG(i, s)``) or ``decoupled`` (ours: the router compares the
+#: splits of a generator trained on all of them, during the warm-up, then is frozen).
+ROUTER_MODES = ("expected_loss", "decoupled")
+DEFAULT_DECOUPLED_WARMUP_EPOCHS = 5
 
 
 
@@ -89,9 +94,17 @@ class FlexCode(SequentialRecommender):
         self.arg_weight = float(config_value(config, "arg_weight", 1.0))
         self.lb_weight = float(config_value(config, "lb_weight", 0.01))
         self.smooth_weight = float(config_value(config, "smooth_weight", 0.01))
-        self.router_warmup_steps = int(config_value(config, "router_warmup_steps", 0))
-        if self.router_warmup_steps < 0:
-            raise ValueError("FlexCode: router_warmup_steps must be >= 0")
+        self.router_mode = config_value(config, "router_mode", "expected_loss")
+        if self.router_mode not in ROUTER_MODES:
+            raise ValueError(f"FlexCode: router_mode must be one of {', '.join(ROUTER_MODES)}, got '{self.router_mode}'")
+        self.router_warmup_steps = self._warmup_steps(config, dataset)
+        balance = config_value(config, "router_loss_balance", "stratum")
+        if balance not in ("stratum", "plain"):
+            raise ValueError(f"FlexCode: router_loss_balance must be 'stratum' or 'plain', got '{balance}'")
+        self.router_stratum_balance = balance == "stratum"
+        if self.router_mode == "decoupled" and self.variant in ("full", "no_align") and self.router_warmup_steps == 0:
+            # the decoupled router learns only during the warm-up: without one it never leaves its uniform start
+            raise ValueError("FlexCode: router_mode=decoupled needs a warm-up > 0 (the router learns during the warm-up only)")
         align_on = self.variant in ("full", "fix")
         self.align_weight = float(config_value(config, "align_weight", 0.1)) if align_on else 0.0
         if self.variant in ("full", "no_align"):
@@ -194,6 +207,23 @@ class FlexCode(SequentialRecommender):
         self._trie_paths = None
         self.to(device)
 
+    def _warmup_steps(self, config, dataset) -> int:
+        """Router warm-up length in training steps: ``router_warmup_steps``, or ``router_warmup_epochs``
+        (epochs of this training split at ``train_batch_size``, rounded up); the decoupled router
+        defaults to 5 epochs, the expected-loss router to none."""
+        steps = int(config_value(config, "router_warmup_steps", 0) or 0)
+        epochs = config_value(config, "router_warmup_epochs", None)
+        if epochs is None and steps == 0 and self.router_mode == "decoupled":
+            epochs = DEFAULT_DECOUPLED_WARMUP_EPOCHS
+        if steps < 0 or (epochs is not None and float(epochs) < 0):
+            raise ValueError("FlexCode: router_warmup_steps and router_warmup_epochs must be >= 0")
+        if epochs is not None and steps:
+            raise ValueError("FlexCode: give router_warmup_steps or router_warmup_epochs, not both")
+        if epochs is not None:
+            per_epoch = math.ceil(len(dataset.inter_feat) / int(config["train_batch_size"]))
+            steps = math.ceil(float(epochs) * per_epoch)
+        return steps
+
     # ------------------------------------------------------------------ tokenizer stage
     def _fit_tokenizer(self, sem_x, cf_x, tok_kwargs, fit_kwargs) -> DualCodebookTokenizer:
         """Fit (or load from the cache) the dual tokenizer; key = inputs + every setting."""
@@ -249,7 +279,8 @@ class FlexCode(SequentialRecommender):
         """Router warm-up (ours, docs/design.md "router"): one uniformly drawn split per item.
 
         Drawn afresh every step and one-hot, so history items are real paths of every split and
-        the expected target loss under it weights all splits equally; the router is untouched.
+        the target loss weights all splits equally.  The router is untouched by this loss: under
+        ``expected_loss`` it waits, under ``decoupled`` it learns from the detached split losses.
         """
         splits = torch.randint(0, self.budget + 1, (self.n_items,), device=self.features.device)
         return F.one_hot(splits, self.budget + 1).to(self.features.dtype)
@@ -261,33 +292,57 @@ class FlexCode(SequentialRecommender):
         return memory, pad, probs
 
     def calculate_loss(self, interaction):
+        """``λ_ARG L_ARG + λ_lb L_lb + λ_smooth L_smooth`` (+ the tokenizer loss in joint mode), §4.3–4.5.
+
+        Routed variants, by ``router_mode`` and phase:
+
+        * ``expected_loss``: ``Σ_s p_i(s) L_ARG(i, s)`` trains generator and router together
+          (after the warm-up, if any; during it the router is untouched);
+        * ``decoupled``: during the warm-up the generator learns every split equally and the router
+          learns ``Σ_s p_i(s) sg[L_ARG(i, s)]``, a comparison the router cannot bias by steering the
+          generator's training; afterwards the router is frozen and the generator trains on each
+          item's chosen split only (one decoder pass instead of ``L + 1``).
+        """
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         target = interaction[self.POS_ITEM_ID]
         warmup = self._in_router_warmup()
         self._train_steps += int(self.training)
-        if warmup:
-            probs = self._warmup_probs()
+        routed = self.fixed_split is None
+        decoupled = routed and self.router_mode == "decoupled"
+        if warmup or decoupled:
+            # decoupled, after the warm-up: the router is frozen, history masks included
+            probs = self._warmup_probs() if warmup else self.split_probs().detach()
             memory, pad = self.generator.encode_history(self._item_vectors(probs), item_seq, item_seq_len)
         else:
             memory, pad, probs = self.forward(item_seq, item_seq_len)
-        target_probs = probs[target]  # [B, L+1]
-        if self.fixed_split is not None:
-            splits = torch.tensor([self.fixed_split], device=target.device)
+        if not routed:
+            splits = torch.full((len(target), 1), self.fixed_split, device=target.device)
+            weights = torch.ones(len(target), 1, device=target.device)
+        elif decoupled and not warmup:
+            splits = probs[target].argmax(-1, keepdim=True)  # [B, 1]: the inference split only
             weights = torch.ones(len(target), 1, device=target.device)
         else:
-            splits = torch.arange(self.budget + 1, device=target.device)
-            weights = torch.full_like(target_probs, 1.0 / (self.budget + 1)) if warmup else target_probs
-        # expected L_ARG over splits: only the target's L+1 decoder steps differ (SPEC §1)
-        candidate_paths = self.paths[splits][:, target].permute(1, 0, 2)  # [B, S, T]
+            splits = torch.arange(self.budget + 1, device=target.device).expand(len(target), -1)
+            weights = torch.full((len(target), self.budget + 1), 1.0 / (self.budget + 1), device=target.device) if warmup else probs[target]
+        # only the target's L+1 decoder steps differ between splits (SPEC §1)
+        candidate_paths = self.paths[splits, target.unsqueeze(1)]  # [B, S, T]
         nll = self.generator.sequence_nll(memory, pad, candidate_paths)
         loss = self.arg_weight * (weights * nll).sum(-1).mean()
-        if self.fixed_split is None and not warmup:
-            real = probs[1:]
+        router_probs = None
+        if routed and decoupled and warmup:
+            router_probs = self.router(self.features)
+            # cross-entropy to the posterior over splits given the target, softmax_s(−L_ARG(i, s))
+            posterior = torch.softmax(-nll.detach(), dim=-1)
+            per_row = -(posterior * router_probs[target].clamp_min(1e-12).log()).sum(-1)
+            loss = loss + self._stratum_mean(per_row, target)
+        elif routed and not decoupled and not warmup:
+            router_probs = probs
+        if router_probs is not None:
             if self.lb_weight > 0:
-                loss = loss + self.lb_weight * stratified_load_balance(real, self.strata, self.n_strata)
+                loss = loss + self.lb_weight * stratified_load_balance(router_probs[1:], self.strata, self.n_strata)
             if self.smooth_weight > 0:
-                loss = loss + self.smooth_weight * popularity_smoothness(self.router.alpha(probs), self.popularity_order)
+                loss = loss + self.smooth_weight * popularity_smoothness(self.router.alpha(router_probs), self.popularity_order)
         if self.training_mode == "joint":
             items = torch.unique(target)
             items = items[items > 0] - 1
@@ -297,6 +352,22 @@ class FlexCode(SequentialRecommender):
             if self._steps % self.recode_every == 0:
                 self._recode()
         return loss
+
+    def _stratum_mean(self, values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean of per-row ``values`` with every popularity stratum of the targets weighted equally.
+
+        A plain batch mean weights items by how often they are targets, so the few tail targets
+        hardly move a router that generalises over popularity features (measured in
+        tests/test_flexcode.py: with tail items preferring a split of their own, a plain mean left
+        every tail item on the head's split). ``router_loss_balance: plain`` keeps the batch mean.
+        """
+        if not self.router_stratum_balance:
+            return values.mean()
+        stratum = self.strata[target - 1]
+        sums = torch.zeros(self.n_strata, device=values.device, dtype=values.dtype).index_add_(0, stratum, values)
+        counts = torch.bincount(stratum, minlength=self.n_strata).to(values.dtype)
+        present = counts > 0
+        return (sums[present] / counts[present]).mean()
 
     def _inference_paths(self) -> tuple[torch.Tensor, torch.Tensor]:
         splits = self.item_splits()
