@@ -80,6 +80,51 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+class _TimeBudgetReached(Exception):
+    """Raised between epochs by :class:`_EpochWatch`; the best checkpoint is already on disk."""
+
+
+class _EpochWatch:
+    """RecBole ``fit`` callback: records epochs and the best epoch, and enforces ``train_time_budget``.
+
+    RecBole calls it after each validation, once the epoch's checkpoint (if best) is saved.  With a
+    budget, training stops before an epoch that would end past it (judged by the slowest epoch so
+    far), so a CPU run or a time-limited GPU job ends with a tested model instead of none.
+    """
+
+    def __init__(self, trainer, budget):
+        self.trainer = trainer
+        self.budget = None if budget in (None, "", 0) else float(budget)
+        if self.budget is not None and self.budget < 0:
+            raise ConfigError("train_time_budget must be a positive number of seconds")
+        self.start = time.time()
+        self.last = self.start
+        self.slowest = 0.0
+        self.epochs_run = 0
+        self.best_epoch = None
+        self.stopped_by_budget = False
+
+    def __call__(self, epoch_idx, valid_score):
+        now = time.time()
+        self.slowest = max(self.slowest, now - self.last)
+        self.last = now
+        self.epochs_run = epoch_idx + 1
+        eval_step = max(int(getattr(self.trainer, "eval_step", 1) or 1), 1)
+        self.best_epoch = epoch_idx - self.trainer.cur_step * eval_step
+        more = self.epochs_run < int(getattr(self.trainer, "epochs", self.epochs_run + 1))
+        if self.budget is not None and more and now - self.start + self.slowest > self.budget:
+            self.stopped_by_budget = True
+            raise _TimeBudgetReached()
+
+    def summary(self) -> dict:
+        return {
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "train_time_budget_s": self.budget,
+            "stopped_by_time_budget": self.stopped_by_budget,
+        }
+
+
 def run(
     model: str,
     dataset: str = "ml-100k",
@@ -120,9 +165,17 @@ def run(
 
     trainer = _trainer_for(config, model_obj)
     t = time.time()
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
+    watch = _EpochWatch(trainer, config["train_time_budget"] if "train_time_budget" in config else None)
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=watch
+        )
+    except _TimeBudgetReached:
+        logger.warning(
+            "train_time_budget (%ss) reached after epoch %d: testing the best-validation checkpoint so far",
+            watch.budget, watch.epochs_run - 1,
+        )
+        best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
     timings["train"] = time.time() - t
 
     t = time.time()
@@ -151,6 +204,7 @@ def run(
         "popularity_groups": groups,
         "n_test_users": n_test_users,
         "timings_s": timings,
+        "training": watch.summary(),
         "checkpoint": trainer.saved_model_file if saved else None,
         "machine": machine_description(config["device"]),
         "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,

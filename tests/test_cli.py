@@ -156,3 +156,28 @@ def test_main_errors_exit_2(args, needles, tiny_data, tmp_path, capsys, monkeypa
     _assert_one_line_error(rc, captured.err, *[n.replace("{missing}", missing) for n in needles])
     assert captured.out == ""
     assert not (tmp_path / "results").exists()
+
+
+def test_train_time_budget_stops_between_epochs_and_tests_the_best_checkpoint(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in _small_args(tiny_data, tmp_path) if not a.startswith("--epochs")]
+
+    def run_with(extra, name):
+        result_file = tmp_path / f"{name}.json"
+        assert main(["--model=SASRec", "--dataset=ml-tiny", f"--result_file={result_file}", *args, *extra]) == 0
+        return json.loads(result_file.read_text(encoding="utf-8"))
+
+    # a budget smaller than one epoch: the first epoch runs (there must be a checkpoint), then it stops
+    short = run_with(["--epochs=4", "--train_time_budget=0.001"], "short")
+    assert short["training"] == {
+        "epochs_run": 1, "best_epoch": 0, "train_time_budget_s": 0.001, "stopped_by_time_budget": True,
+    }
+    assert set(short["test_result"]) == METRICS and short["best_valid_result"]
+    # without a budget every epoch runs and the best epoch is recorded
+    full = run_with(["--epochs=2"], "full")
+    assert full["training"]["epochs_run"] == 2 and full["training"]["stopped_by_time_budget"] is False
+    assert full["training"]["best_epoch"] in (0, 1)
+    # a budget that is not reached changes nothing
+    roomy = run_with(["--epochs=2", "--train_time_budget=3600"], "roomy")
+    assert roomy["training"]["epochs_run"] == 2 and roomy["training"]["stopped_by_time_budget"] is False
+    assert roomy["test_result"] == pytest.approx(full["test_result"])
