@@ -442,3 +442,22 @@ def test_adopt_takes_in_run_flexcode_results(tiny_data, tmp_path, monkeypatch, c
     assert runner.main(["--dataset=ml-tiny", f"--out={out}", "--tables-only", "--adopt"]) == 2
     assert "does not match" in capsys.readouterr().err
     assert "benchmark" not in _load(wrong)
+
+
+def test_cost_table_shows_epochs_best_epoch_and_time_budget_stops(tmp_path):
+    from recbole_flexcode.benchmark import tables
+
+    runs = tmp_path / "Amazon_Beauty" / "runs"
+    runs.mkdir(parents=True)
+    a = _fake_record("SASRec", 1, 0.03)
+    a["training"] = {"epochs_run": 20, "best_epoch": 14, "train_time_budget_s": None, "stopped_by_time_budget": False}
+    b = _fake_record("SASRec", 2, 0.04)
+    b["training"] = {"epochs_run": 9, "best_epoch": 8, "train_time_budget_s": 60.0, "stopped_by_time_budget": True}
+    old = _fake_record("SASRec", 3, 0.05)  # written before runs recorded their epochs
+    for seed, rec in zip((1, 2, 3), (a, b, old)):
+        runner.write_json_atomic(str(runs / f"SASRec-seed{seed}.json"), rec)
+    [summary] = tables.aggregate(tables.load_runs(str(runs)))
+    assert summary["epochs"] == ["20 (15)", "9 (9)†", "?"]
+    md = tables.render_markdown("Amazon_Beauty", [summary], None)
+    cost_line = next(line for line in md.splitlines() if line.startswith("| SASRec") and "20 (15)" in line)
+    assert cost_line.rstrip(" |").endswith("20 (15), 9 (9)†, ?")

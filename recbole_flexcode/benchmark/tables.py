@@ -132,6 +132,15 @@ def _other_metrics(recs: list[dict]) -> dict:
     return out
 
 
+def _epochs_cell(record: dict) -> str:
+    """``run (best)`` epochs of one run, ``†`` when ``train_time_budget`` stopped it, ``?`` if not recorded."""
+    t = record.get("training") or {}
+    if not t.get("epochs_run"):
+        return "?"
+    best = t.get("best_epoch")
+    return f"{t['epochs_run']} ({'?' if best is None else best + 1}){'†' if t.get('stopped_by_time_budget') else ''}"
+
+
 def aggregate(records: list[dict], row_order=None, only_rows=None) -> list[dict]:
     """Per-row summaries ``{"row", "n", "seeds", "metrics": {key: mean_std}, "devices", ...}``.
 
@@ -162,6 +171,7 @@ def aggregate(records: list[dict], row_order=None, only_rows=None) -> list[dict]
                 "memory_kinds": sorted({b.get("peak_memory_kind") for b in bench if b.get("peak_memory_kind")}),
                 "commands": sorted({r.get("command") for r in recs if r.get("command")}),
                 "other_metrics": _other_metrics(recs),
+                "epochs": [_epochs_cell(r) for r in recs],
             }
         )
     reference = next((s for s in summaries if s["row"] == "SASRec"), None)
@@ -264,14 +274,14 @@ def _cost_rows(summaries):
         out.append([
             s["row"], str(s["n"]), _fmt_seconds(m["train_s"]), _fmt_seconds(m["stages_s"]), _fmt_seconds(m["wall_s"]),
             _fmt_rate(m["inference_users_per_s"]), mem, "; ".join(s["devices"]) or "–",
-            ", ".join(str(x) for x in s["seeds"]),
+            ", ".join(str(x) for x in s["seeds"]), ", ".join(s.get("epochs") or []) or "–",
         ])
     return out
 
 
 ACCURACY_HEADER = ["row", "n", "R@5", "R@10", "N@5", "N@10", "N@10 vs SASRec", "valid N@10"]
 GROUP_HEADER = ["row", "n", "head N@10", "head R@10", "head users", "tail N@10", "tail R@10", "tail users"]
-COST_HEADER = ["row", "n", "train s", "stages s", "wall s", "inference users/s", "peak memory", "device", "seeds"]
+COST_HEADER = ["row", "n", "train s", "stages s", "wall s", "inference users/s", "peak memory", "device", "seeds", "epochs (best)"]
 
 
 def _published_block(dataset: str) -> str:
@@ -343,7 +353,8 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None) ->
         "*stages s* = model construction (FlexCode: text embeddings, CF SASRec, tokenizer; ~0 when cached); "
         "*wall s* = the whole run; *inference users/s* = test users / seconds of RecBole's test pass "
         "(checkpoint load + full-sort scoring + metrics); *peak memory* = GPU max allocated on GPU runs, "
-        "else the process's peak RSS during the run.",
+        "else the process's peak RSS during the run; *epochs (best)* = epochs trained and the best-validation "
+        "epoch (1-based) per seed, † = stopped by `train_time_budget`, ? = not recorded (older runs).",
         "",
     ]
     block = _published_block(dataset)
