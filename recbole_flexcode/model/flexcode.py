@@ -98,6 +98,8 @@ class FlexCode(SequentialRecommender):
         if self.router_mode not in ROUTER_MODES:
             raise ValueError(f"FlexCode: router_mode must be one of {', '.join(ROUTER_MODES)}, got '{self.router_mode}'")
         self.router_warmup_steps = self._warmup_steps(config, dataset)
+        if self.variant in ("full", "no_align"):
+            self.logger.info("router: %s, warm-up %d training steps", self.router_mode, self.router_warmup_steps)
         balance = config_value(config, "router_loss_balance", "stratum")
         if balance not in ("stratum", "plain"):
             raise ValueError(f"FlexCode: router_loss_balance must be 'stratum' or 'plain', got '{balance}'")
