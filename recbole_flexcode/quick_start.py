@@ -85,7 +85,8 @@ class _TimeBudgetReached(Exception):
 
 
 class _EpochWatch:
-    """RecBole ``fit`` callback: records epochs and the best epoch, and enforces ``train_time_budget``.
+    """RecBole ``fit`` callback: records epochs, the best epoch and the validation curve, and enforces
+    ``train_time_budget``.
 
     RecBole calls it after each validation, once the epoch's checkpoint (if best) is saved.  With a
     budget, training stops before an epoch that would end past it (judged by the slowest epoch so
@@ -103,9 +104,11 @@ class _EpochWatch:
         self.epochs_run = 0
         self.best_epoch = None
         self.stopped_by_budget = False
+        self.valid_curve: list[float] = []
 
     def __call__(self, epoch_idx, valid_score):
         now = time.time()
+        self.valid_curve.append(float(valid_score))
         self.slowest = max(self.slowest, now - self.last)
         self.last = now
         self.epochs_run = epoch_idx + 1
@@ -122,6 +125,7 @@ class _EpochWatch:
             "best_epoch": self.best_epoch,
             "train_time_budget_s": self.budget,
             "stopped_by_time_budget": self.stopped_by_budget,
+            "valid_curve": self.valid_curve,
         }
 
 

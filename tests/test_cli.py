@@ -171,12 +171,16 @@ def test_train_time_budget_stops_between_epochs_and_tests_the_best_checkpoint(ti
     short = run_with(["--epochs=4", "--train_time_budget=0.001"], "short")
     assert short["training"] == {
         "epochs_run": 1, "best_epoch": 0, "train_time_budget_s": 0.001, "stopped_by_time_budget": True,
+        "valid_curve": [short["best_valid_score"]],
     }
     assert set(short["test_result"]) == METRICS and short["best_valid_result"]
     # without a budget every epoch runs and the best epoch is recorded
     full = run_with(["--epochs=2"], "full")
     assert full["training"]["epochs_run"] == 2 and full["training"]["stopped_by_time_budget"] is False
     assert full["training"]["best_epoch"] in (0, 1)
+    curve = full["training"]["valid_curve"]
+    assert len(curve) == 2 and max(curve) == pytest.approx(full["best_valid_score"])
+    assert curve[full["training"]["best_epoch"]] == pytest.approx(full["best_valid_score"])
     # a budget that is not reached changes nothing
     roomy = run_with(["--epochs=2", "--train_time_budget=3600"], "roomy")
     assert roomy["training"]["epochs_run"] == 2 and roomy["training"]["stopped_by_time_budget"] is False
