@@ -461,3 +461,26 @@ def test_cost_table_shows_epochs_best_epoch_and_time_budget_stops(tmp_path):
     md = tables.render_markdown("Amazon_Beauty", [summary], None)
     cost_line = next(line for line in md.splitlines() if line.startswith("| SASRec") and "20 (15)" in line)
     assert cost_line.rstrip(" |").endswith("20 (15), 9 (9)†, ?")
+
+
+def test_valid_curves_from_run_json_and_recbole_log(tmp_path):
+    from recbole_flexcode.benchmark import curves
+
+    log = tmp_path / "run.log"
+    log.write_text(
+        "24 Nov 09:30    INFO  epoch 0 evaluating [time: 4.88s, valid_score: 0.010000]\n"
+        "noise\n24 Nov 09:31    INFO  epoch 1 evaluating [time: 4.85s, valid_score: 0.020500]\n",
+        encoding="utf-8",
+    )
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"training": {"valid_curve": [0.03, 0.025, 0.04]}}), encoding="utf-8")
+    out = tmp_path / "a" / "curves"
+    assert curves.main([f"A={log}", f"B={run}", f"--out={out}"]) == 0
+    with open(str(out) + ".csv", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows == [["row", "epoch", "valid_score"], ["A", "1", "0.01"], ["A", "2", "0.0205"],
+                    ["B", "1", "0.03"], ["B", "2", "0.025"], ["B", "3", "0.04"]]
+    assert os.path.getsize(str(out) + ".png") > 1000
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"test_result": {}}), encoding="utf-8")
+    assert curves.main([f"A={old}", f"--out={out}"]) == 2
