@@ -712,6 +712,11 @@ def test_router_warmup_in_epochs_counts_the_trainers_steps(flex):
 
 def test_decoupled_router_fits_the_split_posterior_then_freezes(flex):
     m = make_model(flex, router_mode="decoupled", router_warmup_steps=1)
+    # a router that is not uniform, so that the stratum weighting of its loss shows in the value
+    torch.manual_seed(5)
+    with torch.no_grad():
+        nn.init.normal_(m.router.mlp[-1].weight, std=2.0)
+        nn.init.normal_(m.router.mlp[-1].bias, std=2.0)
     m.train()
     batch = flex["train_batch"]
     target = batch[m.POS_ITEM_ID]
