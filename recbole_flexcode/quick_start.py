@@ -10,6 +10,7 @@ checkpoint -> head/tail metrics -> a JSON result file.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -26,13 +27,22 @@ from recbole_flexcode.config import ConfigError, FlexConfig, get_model_class
 from recbole_flexcode.evaluation import popularity_group_metrics
 
 
+_TRAINER_COUNT = itertools.count()
+
+
 def _trainer_for(config, model):
     trainer_class = getattr(type(model), "trainer_class", None)
     if trainer_class is None:
         from recbole.utils import get_trainer
 
         trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
-    return trainer_class(config, model)
+    trainer = trainer_class(config, model)
+    # RecBole names the checkpoint <model>-<local time to the second>.pth: runs of one model started
+    # in the same second (parallel benchmark processes on one GPU) would overwrite each other's
+    # best checkpoint and test the wrong model.
+    root, ext = os.path.splitext(trainer.saved_model_file)
+    trainer.saved_model_file = f"{root}-seed{config['seed']}-{os.getpid()}-{next(_TRAINER_COUNT)}{ext}"
+    return trainer
 
 
 def _plain(value):

@@ -185,3 +185,20 @@ def test_train_time_budget_stops_between_epochs_and_tests_the_best_checkpoint(ti
     roomy = run_with(["--epochs=2", "--train_time_budget=3600"], "roomy")
     assert roomy["training"]["epochs_run"] == 2 and roomy["training"]["stopped_by_time_budget"] is False
     assert roomy["test_result"] == pytest.approx(full["test_result"])
+
+
+def test_runs_started_in_the_same_second_keep_their_own_checkpoints(tiny_data, tmp_path, monkeypatch):
+    """RecBole names checkpoints by model and time to the second; parallel runs must not share one."""
+    import recbole.trainer.trainer as recbole_trainer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(recbole_trainer, "get_local_time", lambda: "Nov-24-2026_10-00-00")
+    results = []
+    for name in ("a", "b"):
+        result_file = tmp_path / f"{name}.json"
+        argv = ["--model=SASRec", "--dataset=ml-tiny", f"--result_file={result_file}", *_small_args(tiny_data, tmp_path)]
+        assert main(argv) == 0
+        results.append(json.loads(result_file.read_text(encoding="utf-8")))
+    first, second = (Path(r["checkpoint"]) for r in results)
+    assert first != second and first.is_file() and second.is_file()
+    assert first.name.startswith("SASRec-Nov-24-2026_10-00-00-seed") and first.parent == tmp_path / "saved"
