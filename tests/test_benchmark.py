@@ -484,3 +484,30 @@ def test_valid_curves_from_run_json_and_recbole_log(tmp_path):
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"test_result": {}}), encoding="utf-8")
     assert curves.main([f"A={old}", f"--out={out}"]) == 2
+
+
+def test_budget_table_shows_the_default_budget_from_the_flexcode_row(tmp_path):
+    """FlexCode at its default L is the FlexCode row: the L table shows it instead of a rerun."""
+    runs = tmp_path / "D" / "runs"
+    runs.mkdir(parents=True)
+    for seed, v in ((1, 0.040), (2, 0.044)):
+        rec = _fake_record("FlexCode", seed, v, model="FlexCode", overrides={"variant": "full"})
+        rec["model_report"] = {"token_budget": 3}
+        runner.write_json_atomic(str(runs / f"FlexCode-seed{seed}.json"), rec)
+    for budget, v in ((5, 0.05), (4, 0.046)):
+        rec = _fake_record(f"FlexCode-L{budget}", 1, v, model="FlexCode", overrides={"variant": "full", "token_budget": budget})
+        rec["model_report"] = {"token_budget": budget}
+        runner.write_json_atomic(str(runs / f"FlexCode-L{budget}-seed1.json"), rec)
+    tables.write_tables(str(tmp_path), "D", command="CMD")
+    budget_part = (tmp_path / "D" / "benchmark.md").read_text().split("## Token budget")[1]
+    accuracy = budget_part.split("\n\n")[1]
+    labels = [line.split(" | ")[0].lstrip("| ") for line in accuracy.splitlines()[2:]]
+    assert labels == ["FlexCode (L=3: row FlexCode)", "FlexCode-L4", "FlexCode-L5"]
+    assert "| FlexCode (L=3: row FlexCode) | 2 | " in accuracy and f"{0.042:.4f} ± " in accuracy
+
+    # once an explicit L3 row exists it is shown, not the copy
+    rec = _fake_record("FlexCode-L3", 1, 0.041, model="FlexCode", overrides={"variant": "full", "token_budget": 3})
+    runner.write_json_atomic(str(runs / "FlexCode-L3-seed1.json"), rec)
+    tables.write_tables(str(tmp_path), "D", command="CMD")
+    budget_part = (tmp_path / "D" / "benchmark.md").read_text().split("## Token budget")[1]
+    assert "row FlexCode)" not in budget_part and "| FlexCode-L3 | 1 |" in budget_part

@@ -75,6 +75,11 @@ def mean_std(values) -> dict:
     return {"mean": mean, "std": std, "n": n}
 
 
+def _common(values: set):
+    """The one value all runs share, else None."""
+    return next(iter(values)) if len(values) == 1 else None
+
+
 def budget_of(row: str) -> int | None:
     m = _BUDGET_ROW.match(row)
     return int(m.group(1)) if m else None
@@ -172,6 +177,7 @@ def aggregate(records: list[dict], row_order=None, only_rows=None) -> list[dict]
                 "commands": sorted({r.get("command") for r in recs if r.get("command")}),
                 "other_metrics": _other_metrics(recs),
                 "epochs": [_epochs_cell(r) for r in recs],
+                "model_token_budget": _common({(r.get("model_report") or {}).get("token_budget") for r in recs}),
             }
         )
     reference = next((s for s in summaries if s["row"] == "SASRec"), None)
@@ -308,7 +314,12 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None) ->
     main = [s for s in summaries if budget_of(s["row"]) is None]
     # rows evaluated only with sampled metrics (e.g. GAUC) have no full-ranking cells to show
     ranked = [s for s in main if any(s["metrics"][k]["mean"] is not None for k in _TABLE_METRICS)]
-    budget = sorted((s for s in summaries if budget_of(s["row"]) is not None), key=lambda s: (budget_of(s["row"]), s["row"]))
+    budget = [s for s in summaries if budget_of(s["row"]) is not None]
+    full = next((s for s in main if s["row"] == "FlexCode" and s.get("model_token_budget")), None)
+    if budget and full and full["model_token_budget"] not in {budget_of(s["row"]) for s in budget}:
+        # the default budget was trained as the FlexCode row: show it in its place rather than rerun it
+        budget.append({**full, "row": f"FlexCode (L={full['model_token_budget']}: row FlexCode)"})
+    budget.sort(key=lambda s: (budget_of(s["row"]) or s.get("model_token_budget") or 0, s["row"]))
     run_commands = sorted({c for s in summaries for c in s["commands"]})
     parts = [
         f"# Benchmark: {dataset}",
