@@ -176,6 +176,11 @@ def run(
     stage_timings = getattr(model_obj, "stage_timings", None)
     if stage_timings:
         timings["stages"] = dict(stage_timings)
+    if config["stages_only"] if "stages_only" in config else False:
+        # the stages cache themselves on construction: a CPU box can prepare what a GPU job trains on
+        logger.info("stages_only: model built and its stages cached in %.1f s; no training", timings["model_init"])
+        return {"model": config["model"], "dataset": config["dataset"], "seed": config["seed"],
+                "stages_only": True, "timings_s": timings}
 
     trainer = _trainer_for(config, model_obj)
     t = time.time()
@@ -283,6 +288,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    if result.get("stages_only"):
+        print(f"{result['model']} on {result['dataset']}: stages built and cached "
+              f"({result['timings_s']['model_init']:.1f} s); no training (stages_only)")
+        return 0
     print(f"\n{result['model']} on {result['dataset']} (best validation epoch; test on that checkpoint)")
     print(format_table(result))
     print(f"results: {result['result_file']}")

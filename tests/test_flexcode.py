@@ -824,3 +824,37 @@ def test_router_follows_popularity_dependent_split_losses(flex, mode):
         assert tail_ok > 0.8 and head_ok > 0.8
     else:
         assert tail_ok < 0.2
+
+
+def test_stages_only_builds_and_caches_the_stages_without_training(flex, tmp_path, monkeypatch):
+    """``stages_only`` prepares the caches (e.g. on a CPU box) and trains nothing, writes no result."""
+    import shutil
+
+    from recbole.trainer import Trainer
+
+    from recbole_flexcode import quick_start
+
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cache"
+    (cache / "ml-tiny").mkdir(parents=True)
+    for f in os.listdir(os.path.join(flex["cache_dir"], "ml-tiny")):
+        if f.startswith("text_emb-"):  # the sentence encoder is not under test here
+            shutil.copy(os.path.join(flex["cache_dir"], "ml-tiny", f), cache / "ml-tiny" / f)
+    cfg = {**flex["cfg"], "cache_dir": str(cache), "results_dir": str(tmp_path / "results"),
+           "checkpoint_dir": str(tmp_path / "saved"), "stages_only": True}
+    with single_thread(), mock.patch.object(Trainer, "fit", _raise):
+        result = quick_start.run("FlexCode", "ml-tiny", config_dict=cfg)
+    assert result["stages_only"] is True and result["timings_s"]["model_init"] > 0
+    files = os.listdir(cache / "ml-tiny")
+    assert sum(f.startswith("cf_emb-") for f in files) == 1
+    tokenizers = [f for f in files if f.startswith("tokenizer-")]
+    assert len(tokenizers) == 1 and os.path.isfile(cache / "ml-tiny" / tokenizers[0] / "tokenizer.safetensors")
+    assert not (tmp_path / "results").exists() and not (tmp_path / "saved").exists()
+    # what it cached is what a training run then loads: building again refits nothing
+    from recbole.model.sequential_recommender import SASRec
+
+    with single_thread(), mock.patch.object(DualCodebookTokenizer, "fit", _raise), \
+            mock.patch.object(SASRec, "calculate_loss", _raise), mock.patch.object(text_mod, "encode_texts", _raise), \
+            mock.patch.object(Trainer, "fit", _raise):
+        again = quick_start.run("FlexCode", "ml-tiny", config_dict=cfg)
+    assert again["stages_only"] is True
