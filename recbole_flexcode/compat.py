@@ -233,7 +233,12 @@ def _patch_recbole_torch() -> None:
     if getattr(trainer_module, "torch", None) is torch:
         trainer_module.torch = proxy
     for name in ("recbole.quick_start.quick_start", "recbole.quick_start"):
-        module = importlib.import_module(name)
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            # recbole.quick_start needs ray (hyper-parameter tuning) at import; where ray is absent
+            # (an offline GPU image) there is nothing to patch, and this plugin never imports it
+            continue
         module.load_data_and_model = load_data_and_model
 
 

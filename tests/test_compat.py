@@ -137,6 +137,21 @@ print(json.dumps(out))
         assert out["quick_start"] is False  # ray needs pkg_resources
 
 
+def test_plugin_works_where_ray_is_absent():
+    """recbole.quick_start imports ray; on an image without ray the plugin must still load and run."""
+    code = r"""
+import sys
+sys.modules["ray"] = None  # import of ray fails, as where it is not installed
+import recbole_flexcode
+from recbole_flexcode import compat, quick_start
+import recbole.trainer.trainer as t
+print("ok", "recbole.quick_start" in sys.modules, type(t.torch).__name__)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=str(REPO))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["ok", "False", "_TorchProxy"]
+
+
 # ------------------------------------------------------------------------ trusted checkpoints
 
 
