@@ -858,3 +858,28 @@ def test_stages_only_builds_and_caches_the_stages_without_training(flex, tmp_pat
             mock.patch.object(Trainer, "fit", _raise):
         again = quick_start.run("FlexCode", "ml-tiny", config_dict=cfg)
     assert again["stages_only"] is True
+
+
+def test_decoding_check_compares_beam_search_with_exact_scoring(flex):
+    """``diagnose --decode_check``: a beam as wide as the catalogue has no search error; a narrow one may."""
+    from recbole_flexcode.diagnose import _FirstUsers, decoding_check, format_decoding_check
+
+    m = flex["model"]
+    n_real = int(m.n_items - 1)
+    before = (m.decode_mode, m.beam_size)
+    with single_thread():
+        check = decoding_check(m, flex["valid"], flex["train"]._dataset, n_users=25, beam_sizes=(10, n_real))
+    assert (m.decode_mode, m.beam_size) == before  # the model's own settings are restored
+    assert check["n_users"] == 25 and check["k"] == 10  # the loader's batch was cut to 25 users
+    assert sum(1 for _ in _FirstUsers(flex["valid"], 25)) == 1
+    names = [r["decode"] for r in check["rows"]]
+    assert names == ["exact", "beam 10", f"beam {n_real}"]
+    exact, narrow, full = check["rows"]
+    for r in check["rows"]:
+        assert r["all"]["users"] == 25 == r["head"]["users"] + r["tail"]["users"]
+        assert 0.0 <= r["all"]["ndcg@10"] <= r["all"]["recall@10"] <= 1.0
+    # a beam over every item finds every path: the same ranks as exact scoring
+    assert full["all"] == pytest.approx(exact["all"]) and full["exact_top10_missed"]["all"] == 0.0
+    assert 0.0 <= narrow["exact_top10_missed"]["all"] <= 1.0
+    table = format_decoding_check(check)
+    assert table.count("\n") == 4 and "| beam 10 |" in table
