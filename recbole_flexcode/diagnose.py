@@ -164,7 +164,8 @@ def main(argv=None) -> int:
             return 2
         check = decoding_check(model, valid_data, train_data._dataset,
                                args.decode_check, widths, ks=tuple(config["topk"]))
-        diag = {"checkpoint": os.path.abspath(args.checkpoint), "dataset": config["dataset"], "seed": config["seed"],
+        diag = {"command": "python -m recbole_flexcode.diagnose " + " ".join(sys.argv[1:] if argv is None else argv),
+                "checkpoint": os.path.abspath(args.checkpoint), "dataset": config["dataset"], "seed": config["seed"],
                 "decoding_check": check}
         print(format_decoding_check(check))
         return _write(args.out, diag)
