@@ -511,3 +511,24 @@ def test_budget_table_shows_the_default_budget_from_the_flexcode_row(tmp_path):
     tables.write_tables(str(tmp_path), "D", command="CMD")
     budget_part = (tmp_path / "D" / "benchmark.md").read_text().split("## Token budget")[1]
     assert "row FlexCode)" not in budget_part and "| FlexCode-L3 | 1 |" in budget_part
+
+
+def test_runner_stages_only_builds_caches_and_writes_no_runs(tiny_data, tmp_path, monkeypatch, capsys):
+    """``--stages_only=True`` prepares every row's cached stages; nothing is trained or recorded."""
+    from recbole.trainer import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("stages_only must not train"))
+    out = tmp_path / "results"
+    argv = [
+        "--dataset=ml-tiny", "--models=FlexCode-cf_only", "--seeds=2020,2021", f"--out={out}",
+        f"--data_path={tiny_data}", f"--cache_dir={tmp_path / 'cache'}", f"--checkpoint_dir={tmp_path / 'saved'}",
+        *TINY_ARGS, "--stages_only=True",
+    ]
+    assert runner.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("stages built and cached") == 2
+    runs = out / "ml-tiny" / "runs"
+    assert not runs.exists() or not list(runs.glob("*.json"))
+    cf = sorted(p.name for p in (tmp_path / "cache" / "ml-tiny").glob("cf_emb-*"))
+    assert len(cf) == 2  # one CF SASRec per seed, cached for the runs that will train

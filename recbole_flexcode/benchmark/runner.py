@@ -37,6 +37,10 @@ result plus a ``benchmark`` section with what this runner measures:
   ``stages_s`` (``timings_s.model_init``: FlexCode's text-embedding / CF-SASRec / tokenizer stages,
   near zero when they come from the cache) and ``wall_s`` (the whole ``run()`` call).
 
+``--stages_only=True`` builds every row's model and exits without training: FlexCode's cached
+stages (text embeddings, CF SASRec, tokenizer per variant, budget and seed) are made for a later
+run, e.g. on a CPU machine before a GPU one; no run files are written.
+
 Resume: a (row, seed) whose JSON exists *with* its ``benchmark`` section is skipped ("skip (done)").
 ``run()`` writes its JSON atomically and the runner then rewrites it atomically with the
 ``benchmark`` section, so an interrupted run leaves either nothing or a file without that
@@ -313,6 +317,8 @@ def run_one(spec: RowSpec, seed: int, dataset: str, path: str, overrides: dict, 
         command=command,
     )
     wall = time.time() - t0
+    if result.get("stages_only"):
+        return dict(result)  # caches built, nothing trained: no run file, so a later run trains it
     result = dict(result)
     result.pop("result_file", None)
     machine = result.get("machine") or {}
@@ -504,6 +510,10 @@ def main(argv=None) -> int:
                 print(f"{head} FAILED: {type(exc).__name__}: {exc}", flush=True)
                 failed.append(f"{spec.name} seed {seed}")
                 status = 1
+                todo -= 1
+                continue
+            if overrides.get("stages_only"):
+                print(f"{head} stages built and cached in {_fmt_duration(time.time() - t)} (stages_only)", flush=True)
                 todo -= 1
                 continue
             durations.append(time.time() - t)
