@@ -86,13 +86,14 @@ def decoding_check(model, data, train_dataset, n_users: int, beam_sizes=(20, 100
     runs = [("exact", None)] + [("beam", int(w)) for w in beam_sizes]
     ranks_by = {}
     rows = []
+    targets = None
     try:
         for mode, width in runs:
             model.decode_mode = mode
             if width is not None:
                 model.beam_size = width
             t = time.time()
-            ranks, targets = target_ranks(model, _FirstUsers(data, n_users), device)
+            ranks, targets = target_ranks(model, _FirstUsers(data, n_users), device)  # same users every run
             name = "exact" if mode == "exact" else f"beam {width}"
             ranks_by[name] = ranks
             is_head = head[targets]
@@ -104,11 +105,11 @@ def decoding_check(model, data, train_dataset, n_users: int, beam_sizes=(20, 100
         model.decode_mode, model.beam_size = saved
     k = max(ks)
     exact_hit = ranks_by["exact"] <= k
+    groups = {"all": np.ones_like(exact_hit), "head": head[targets], "tail": ~head[targets]}
     for row in rows[1:]:
         missed = exact_hit & (ranks_by[row["decode"]] > k)
         row[f"exact_top{k}_missed"] = {
-            group: (float(missed[mask].sum() / max(exact_hit[mask].sum(), 1)))
-            for group, mask in (("all", np.ones_like(exact_hit)), ("head", head[targets]), ("tail", ~head[targets]))
+            group: float(missed[mask].sum() / max(exact_hit[mask].sum(), 1)) for group, mask in groups.items()
         }
     return {"n_users": int(len(ranks_by["exact"])), "k": k, "rows": rows}
 

@@ -176,7 +176,7 @@ def run(
     stage_timings = getattr(model_obj, "stage_timings", None)
     if stage_timings:
         timings["stages"] = dict(stage_timings)
-    if config["stages_only"] if "stages_only" in config else False:
+    if config["stages_only"]:  # properties/overall.yaml defaults it to False
         # the stages cache themselves on construction: a CPU box can prepare what a GPU job trains on
         logger.info("stages_only: model built and its stages cached in %.1f s; no training", timings["model_init"])
         return {"model": config["model"], "dataset": config["dataset"], "seed": config["seed"],

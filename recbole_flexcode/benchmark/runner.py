@@ -499,7 +499,7 @@ def main(argv=None) -> int:
             print(f"{head} start (elapsed {_fmt_duration(time.time() - start)})", flush=True)
             t = time.time()
             try:
-                run_one(spec, seed, args.dataset, path, overrides, config_files, command)
+                result = run_one(spec, seed, args.dataset, path, overrides, config_files, command)
             except (ConfigError, FileNotFoundError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
@@ -512,7 +512,7 @@ def main(argv=None) -> int:
                 status = 1
                 todo -= 1
                 continue
-            if overrides.get("stages_only"):
+            if result.get("stages_only"):
                 print(f"{head} stages built and cached in {_fmt_duration(time.time() - t)} (stages_only)", flush=True)
                 todo -= 1
                 continue
