@@ -24,6 +24,9 @@ touches what RecBole 1.2.1 itself needs, and is a no-op on a stack that does not
    at import time, for every model in the process; we turn it back off.
 5. **Quotes in atomic files.**  RecBole reads atomic files with pandas' CSV quoting, so a text
    field starting with ``"`` breaks the load; the dataset module reads them with quoting off.
+6. **A deprecation notice per run.**  RecBole's trainer builds ``torch.cuda.amp.GradScaler``,
+   which torch ≥ 2.4 flags with a ``FutureWarning`` in every training log; that one message
+   (it is RecBole's to change, not the user's) is filtered.
 """
 
 from __future__ import annotations
@@ -285,6 +288,12 @@ def _undo_sine_anomaly_mode() -> None:
     torch.autograd.set_detect_anomaly(False)
 
 
+def _quiet_recbole_notices() -> None:
+    """Fix 6: filter the GradScaler deprecation that RecBole's trainer triggers on every run."""
+    warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated",
+                            category=FutureWarning)
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _APPLIED
@@ -295,4 +304,5 @@ def apply() -> None:
     _patch_recbole_torch()
     _undo_sine_anomaly_mode()
     _patch_atomic_file_quoting()
+    _quiet_recbole_notices()
     _APPLIED = True

@@ -251,6 +251,20 @@ def test_apply_is_idempotent():
     assert trainer_module.torch is proxy
 
 
+def test_trainer_gradscaler_notice_is_filtered_and_nothing_else():
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # pytest's own config ignores FutureWarning: start from nothing
+        recbole_flexcode.compat._quiet_recbole_notices()
+        torch.cuda.amp.GradScaler(enabled=False)  # what RecBole's Trainer.__init__ builds
+        warnings.warn("another deprecation", FutureWarning)
+    messages = [str(w.message) for w in caught]
+    assert messages == ["another deprecation"]
+
+
 # ------------------------------------------------------------------------- RecBole round trip
 
 
