@@ -146,6 +146,24 @@ def test_trie_next_tokens_matches_brute_force(table):
     assert trie.next_tokens(rows[0]) == []
 
 
+def test_trie_sibling_tokens_match_next_tokens(table):
+    seqs, item_ids = table
+    trie = PrefixTrie(seqs, item_ids)
+    siblings = trie.sibling_tokens(seqs)
+    assert len(siblings) == 4
+    rows = [tuple(r) for r in seqs.tolist()]
+    for k, allowed in enumerate(siblings):
+        assert allowed.shape == (300, trie.max_children[k])
+        for r, a in zip(rows, allowed.tolist()):
+            assert [t for t in a if t >= 0] == _brute_next(rows, r[:k])
+    bad = seqs[:3].clone()
+    bad[1, 2] = int(seqs.max()) + 1  # a token never used at that depth
+    with pytest.raises(ValueError, match="sequence 1 .* not a path"):
+        trie.sibling_tokens(bad)
+    with pytest.raises(ValueError, match="length 4"):
+        trie.sibling_tokens(seqs[:, :3])
+
+
 def test_trie_tensor_layout(table):
     seqs, item_ids = table
     trie = PrefixTrie(seqs, item_ids)

@@ -258,6 +258,32 @@ class PrefixTrie:
             node = int(self.children_nodes[k][node, hits[0, 0]].item())
         return node
 
+    def sibling_tokens(self, sequences: torch.Tensor) -> list[torch.Tensor]:
+        """For full item sequences ``[B, T]``: per depth ``k`` the tokens allowed at step ``k``.
+
+        Entry ``k`` is ``[B, max_children_k]`` (pad ``-1``): the children of the node each
+        sequence's length-``k`` prefix reaches, i.e. what constrained decoding chooses among
+        when it extends that prefix. Vectorised over the batch.
+
+        Raises:
+            ValueError: if a sequence is not an item's path in this trie.
+        """
+        sequences = _as_long_2d(sequences, "sequences").to(self.device)
+        if sequences.shape[1] != self.depth:
+            raise ValueError(f"sequences must have length {self.depth}, got {sequences.shape[1]}")
+        node = torch.zeros(len(sequences), dtype=torch.long, device=self.device)
+        out = []
+        for k in range(self.depth):
+            children = self.children_tokens[k][node]
+            hit = children == sequences[:, k : k + 1]
+            found = hit.any(1)
+            if not bool(found.all()):
+                row = int((~found).nonzero()[0, 0])
+                raise ValueError(f"sequence {row} ({sequences[row].tolist()}) is not a path of this trie")
+            out.append(children)
+            node = self.children_nodes[k][node, hit.long().argmax(1)]
+        return out
+
     def contains(self, seq: Sequence[int]) -> bool:
         """True iff ``seq`` is the full token sequence of an item."""
         return self.item_of(seq) is not None
