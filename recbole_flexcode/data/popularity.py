@@ -42,6 +42,18 @@ def training_item_counts(train_dataset) -> np.ndarray:
     return counts.astype(np.int64)
 
 
+def popularity_strata(counts: np.ndarray, n_strata: int) -> np.ndarray:
+    """Stratum ``0..n_strata-1`` of every item by quantiles of ``log(1 + count)`` (0 = rarest).
+
+    ``counts`` is indexed by item id with the padding id 0 first, as from
+    :func:`training_item_counts`; the quantiles are taken over the real items and the padding id
+    gets stratum 0.  Ties share a stratum, so a heavy tail of equal counts can leave a stratum empty.
+    """
+    log_counts = np.log1p(np.asarray(counts)[1:].astype(np.float64))
+    edges = np.quantile(log_counts, np.linspace(0, 1, n_strata + 1)[1:-1]) if len(log_counts) else []
+    return np.concatenate([[0], np.searchsorted(edges, log_counts, side="right")]).astype(np.int64)
+
+
 def _minmax(values: np.ndarray) -> np.ndarray:
     real = values[1:]
     lo, hi = float(real.min()), float(real.max())
