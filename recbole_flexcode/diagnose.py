@@ -11,6 +11,12 @@ Loading a checkpoint unpickles it: ``--trust`` says the file is yours (an earlie
 plugin). Without it only a plain-weights file loads, as with ``torch.load``'s safe default.
 ``--decode_check=N`` instead compares trie-constrained beam search (``--beam_sizes``) with exact
 scoring of every item on the first N validation users, per popularity group.
+``--token_fit`` instead scores each target's path token by token (teacher-forced NLL, top-1 and
+top-10 hit rate per position, per popularity stratum and split), on validation rows and on the
+first ``--max_rows`` training rows: a tail that is fitted in training but lost in validation is a
+generalisation gap, one lost in both is a fitting (capacity, code) problem. On a full-sort
+baseline (SASRec, GRU4Rec: cross-entropy models) ``--token_fit`` reports the target's ``−log p``
+per stratum instead, to compare with FlexCode's item NLL.
 Exit status: 0 success, 2 bad input (missing file, not a FlexCode checkpoint, refused load).
 """
 
@@ -22,6 +28,20 @@ import os
 import sys
 
 import recbole_flexcode  # noqa: F401  (compatibility fixes first)
+
+
+def torch_no_grad(fn):
+    """``torch.no_grad`` without importing torch when the module loads (fast ``--help``)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def format_diagnostics(diag: dict) -> str:
@@ -128,6 +148,86 @@ def format_decoding_check(check: dict) -> str:
     return "\n".join(lines)
 
 
+@torch_no_grad
+def item_nll_by_stratum(model, data, train_dataset, n_strata: int = 5, max_rows: int | None = None) -> dict:
+    """Mean ``−log p(target)`` per popularity stratum for a full-sort model (SASRec, GRU4Rec, ...).
+
+    ``p`` is the softmax of ``full_sort_predict`` over the real items — the likelihood that
+    RecBole's cross-entropy loss trains — so it compares with FlexCode's ``item_nll`` from
+    :meth:`FlexCode.token_diagnose` (both over the whole catalogue, history items included).
+    Meaningless for pairwise-loss models (BPR), whose scores are not logits. Strata are those of
+    ``lb_strata`` (:func:`popularity_strata` over training counts).
+    """
+    import numpy as np
+    import torch
+
+    from recbole_flexcode.data.popularity import popularity_strata, training_item_counts
+
+    counts = training_item_counts(train_dataset)
+    strata = torch.as_tensor(popularity_strata(counts, n_strata))
+    sums = torch.zeros(n_strata, dtype=torch.float64)
+    n = torch.zeros(n_strata, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    rows = 0
+    for batch in data:
+        interaction = batch[0] if isinstance(batch, tuple) else batch
+        if max_rows is not None and rows >= max_rows:
+            break
+        if max_rows is not None and len(interaction) > max_rows - rows:
+            interaction = interaction[torch.arange(max_rows - rows)]
+        rows += len(interaction)
+        interaction = interaction.to(device)
+        target = interaction[model.ITEM_ID]
+        scores = model.full_sort_predict(interaction).view(len(target), -1)[:, 1:]  # drop the padding id
+        nll = -torch.log_softmax(scores.double(), -1).gather(1, (target - 1).unsqueeze(1))[:, 0].cpu()
+        k = strata[target.cpu()]
+        sums.index_add_(0, k, nll)
+        n += torch.bincount(k, minlength=n_strata)
+    model.train(was_training)
+    out = []
+    for k in range(n_strata):
+        members = counts[1:][strata[1:].numpy() == k]
+        if n[k]:
+            out.append({"stratum": k, "train_count_range": [int(members.min()), int(members.max())] if len(members) else None,
+                        "n_rows": int(n[k]), "item_nll": float(sums[k] / n[k])})
+    return {"what": "mean -log softmax(full_sort_predict)[target] per popularity stratum", "rows": rows,
+            "n_items": int(len(counts) - 1), "uniform_nll": float(np.log(len(counts) - 1)), "item_nll_by_stratum": out}
+
+
+def format_item_nll(fits: dict) -> str:
+    head = ["data", "stratum", "train count", "rows", "item NLL"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, fit in fits.items():
+        for r in fit["item_nll_by_stratum"]:
+            rng = r["train_count_range"]
+            lines.append(f"| {name} | {r['stratum']} | {f'{rng[0]}–{rng[1]}' if rng else '–'} | {r['n_rows']} | {r['item_nll']:.2f} |")
+    return "\n".join(lines)
+
+
+def format_token_fit(fits: dict) -> str:
+    """One line per (data, stratum, split): the item's ``−log p`` and, per position, ``NLL / top-1 / top-k``.
+
+    Position NLLs and ranks are among the tokens the trie allows there (constrained decoding).
+    """
+    any_fit = next(iter(fits.values()))
+    k = any_fit["topk"]
+    n_pos = max((len(g["sources"]) for f in fits.values() for g in f["groups"]), default=0)
+    head = ["data", "stratum", "train count", "split", "rows", "item NLL"] + [
+        f"pos {p}: NLL / top-1 / top-{k}" for p in range(n_pos)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, fit in fits.items():
+        for g in fit["groups"]:
+            rng = g["train_count_range"]
+            cells = [f"{src} {nll:.2f} / {t1:.1%} / {tk:.1%}" for src, nll, t1, tk in zip(
+                g["sources"], g["mean_trie_nll_by_position"], g["top1_by_position"], g[f"top{k}_by_position"])]
+            lines.append("| " + " | ".join(
+                [name, str(g["stratum"]), f"{rng[0]}–{rng[1]}" if rng else "–", str(g["split"]), str(g["n_rows"]),
+                 f"{g['item_nll']:.2f}", *cells]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m recbole_flexcode.diagnose", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a FlexCode checkpoint saved by RecBole's trainer")
@@ -137,6 +237,10 @@ def main(argv=None) -> int:
                    help="instead: rank the first N validation users' targets by exact scoring and by beam search "
                    "(--beam_sizes) and report what the beam loses, per popularity group")
     p.add_argument("--beam_sizes", default="20,100", help="beam widths for --decode_check (default 20,100)")
+    p.add_argument("--token_fit", action="store_true",
+                   help="instead: teacher-forced per-position fit of the targets' paths on validation and training rows")
+    p.add_argument("--max_rows", type=int, default=50000,
+                   help="training rows scored by --token_fit (default 50000; validation is always whole)")
     args = p.parse_args(argv)
     if not os.path.isfile(args.checkpoint):
         print(f"error: no such checkpoint: {args.checkpoint}", file=sys.stderr)
@@ -151,6 +255,26 @@ def main(argv=None) -> int:
         print(f"error: cannot load {args.checkpoint}: {type(exc).__name__}: {exc}"
               + ("" if args.trust else " (if the file is yours, pass --trust)"), file=sys.stderr)
         return 2
+    command = "python -m recbole_flexcode.diagnose " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.token_fit:
+        if args.max_rows <= 0:
+            print(f"error: --max_rows must be > 0, got {args.max_rows}", file=sys.stderr)
+            return 2
+        diag = {"command": command, "checkpoint": os.path.abspath(args.checkpoint), "dataset": config["dataset"],
+                "seed": config["seed"], "model": config["model"]}
+        if callable(getattr(model, "token_diagnose", None)):
+            fits = {"valid": model.token_diagnose(valid_data),
+                    "train": model.token_diagnose(train_data, max_rows=args.max_rows)}
+            diag["token_fit"] = fits
+            print(format_token_fit(fits))
+            print(format_item_nll(fits))
+        else:  # a full-sort baseline: its item likelihood per stratum, for comparison
+            n_strata = int(config["lb_strata"] or 5)
+            fits = {"valid": item_nll_by_stratum(model, valid_data, train_data._dataset, n_strata),
+                    "train": item_nll_by_stratum(model, train_data, train_data._dataset, n_strata, args.max_rows)}
+            diag["item_nll"] = fits
+            print(format_item_nll(fits))
+        return _write(args.out, diag)
     if not callable(getattr(model, "diagnose", None)):
         print(f"error: {config['model']} has no split diagnostic (FlexCode only)", file=sys.stderr)
         return 2
@@ -165,7 +289,7 @@ def main(argv=None) -> int:
             return 2
         check = decoding_check(model, valid_data, train_data._dataset,
                                args.decode_check, widths, ks=tuple(config["topk"]))
-        diag = {"command": "python -m recbole_flexcode.diagnose " + " ".join(sys.argv[1:] if argv is None else argv),
+        diag = {"command": command,
                 "checkpoint": os.path.abspath(args.checkpoint), "dataset": config["dataset"], "seed": config["seed"],
                 "decoding_check": check}
         print(format_decoding_check(check))

@@ -593,6 +593,13 @@ def test_quick_start_run_end_to_end(flex, tmp_path, monkeypatch):
         if stored["n_targets"]:
             assert mine["mean_nll_by_split"] == pytest.approx(stored["mean_nll_by_split"], rel=1e-4)
     assert diagnose.main([str(tmp_path / "missing.pth")]) == 2
+    # --token_fit: validation in full, training rows capped
+    fit_out = tmp_path / "fit.json"
+    with single_thread():
+        assert diagnose.main([on_disk["checkpoint"], "--trust", "--token_fit", "--max_rows=20", f"--out={fit_out}"]) == 0
+        assert diagnose.main([on_disk["checkpoint"], "--trust", "--token_fit", "--max_rows=0"]) == 2
+    fit = json.loads(fit_out.read_text())["token_fit"]
+    assert fit["valid"]["rows"] == sum(r["n_targets"] for r in strata) and fit["train"]["rows"] == 20
 
 
 def test_router_warmup_trains_every_split_and_leaves_the_router_alone(flex):
@@ -676,6 +683,49 @@ def test_diagnose_reports_split_losses_per_stratum(flex):
         assert int(sel.sum()) == r["n_targets"]
         if r["n_targets"]:
             assert r["mean_nll_by_split"] == pytest.approx(nll[sel].mean(0).tolist(), rel=1e-5)
+
+
+def test_token_diagnose_splits_the_path_loss_by_position(flex):
+    m = copy.deepcopy(flex["model"])
+    with single_thread():
+        fit = m.token_diagnose(flex["valid"], topk=5)
+    n_valid = len(flex["valid"]._dataset.inter_feat)
+    assert fit["rows"] == n_valid and sum(g["n_rows"] for g in fit["groups"]) == n_valid
+    splits = m.item_splits()
+    # per (stratum, split) the positions add up to the sequence NLL of the router's path
+    nll, keys = [], []
+    with torch.no_grad():
+        for batch in flex["valid"]:
+            target = batch[0][m.ITEM_ID]
+            memory, pad, _ = m.forward(batch[0][m.ITEM_SEQ], batch[0][m.ITEM_SEQ_LEN])
+            nll.append(m.generator.sequence_nll(memory, pad, m.paths[splits[target], target][:, None])[:, 0])
+            keys.append(torch.stack([m.strata[target - 1], splits[target]], 1))
+    nll, keys = torch.cat(nll).double(), torch.cat(keys)
+    for g in fit["groups"]:
+        sel = (keys[:, 0] == g["stratum"]) & (keys[:, 1] == g["split"])
+        assert int(sel.sum()) == g["n_rows"] > 0
+        assert sum(g["mean_nll_by_position"]) == pytest.approx(nll[sel].mean().item(), rel=1e-5)
+        assert g["sources"] == ["cf"] * g["split"] + ["sem"] * (L - g["split"]) + ["disamb"]
+        assert all(0 <= a <= b <= 1 for a, b in zip(g["top1_by_position"], g["top5_by_position"]))
+        # renormalising over the trie's allowed tokens can only raise the gold token's probability
+        assert all(0 <= c <= f + 1e-6 for c, f in zip(g["mean_trie_nll_by_position"], g["mean_nll_by_position"]))
+        assert g["item_nll"] == pytest.approx(sum(g["mean_trie_nll_by_position"]))
+    # the trie-normalised item log-probabilities of one user sum to one over the catalogue
+    batch = next(iter(flex["valid"]))[0][torch.arange(1)]
+    with torch.no_grad():
+        memory, pad, _ = m.forward(batch[m.ITEM_SEQ], batch[m.ITEM_SEQ_LEN])
+        items = torch.arange(1, m.n_items)
+        path = m.paths[splits[items], items]
+        lp = m.generator.decode_log_probs(memory.expand(len(items), -1, -1), pad.expand(len(items), -1), path[:, None, :-1])[:, 0]
+        nll, above = m.trie_path_scores(lp, path, m._get_trie())
+    total = (-nll.double().sum(1)).exp()
+    # exactly one item is top-1 at every step of its path: the greedy decode
+    assert int((above == 0).all(1).sum()) == 1
+    assert total.sum().item() == pytest.approx(1.0, abs=1e-4)
+    # a row cap is honoured on training batches too
+    with single_thread():
+        capped = m.token_diagnose(flex["train"], max_rows=7)
+    assert capped["rows"] == 7 and sum(g["n_rows"] for g in capped["groups"]) == 7
 
 
 def test_diagnose_skips_fixed_split_variants(flex):

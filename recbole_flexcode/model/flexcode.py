@@ -36,7 +36,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_flexcode.config import config_value
-from recbole_flexcode.data.popularity import item_features
+from recbole_flexcode.data.popularity import item_features, popularity_strata
 from recbole_flexcode.embeddings.cache import cache_key
 from recbole_flexcode.embeddings.stages import collaborative_stage, text_stage
 from recbole_flexcode.model.generation import (
@@ -185,9 +185,7 @@ class FlexCode(SequentialRecommender):
         self.item_counts = feats["counts"]
         self.register_buffer("features", torch.as_tensor(feats["features"]))
         n_strata = int(config_value(config, "lb_strata", 5))
-        log_counts = np.log1p(feats["counts"][1:].astype(np.float64))
-        edges = np.quantile(log_counts, np.linspace(0, 1, n_strata + 1)[1:-1]) if len(log_counts) else []
-        strata = np.concatenate([[0], np.searchsorted(edges, log_counts, side="right")])
+        strata = popularity_strata(feats["counts"], n_strata)
         self.n_strata = n_strata
         self.register_buffer("strata", torch.as_tensor(strata[1:], dtype=torch.long))
         order = np.argsort(feats["counts"][1:], kind="stable") + 1
@@ -475,6 +473,97 @@ class FlexCode(SequentialRecommender):
                 "router_split_histogram": np.bincount(chosen[item_strata == k], minlength=n_splits).tolist(),
             })
         return {"what": "mean target L_ARG per split (index = collaborative tokens), validation rows", "strata": rows}
+
+    @staticmethod
+    def trie_path_scores(log_probs: torch.Tensor, paths: torch.Tensor, trie: PrefixTrie):
+        """Per-position scores of item paths under trie-constrained decoding.
+
+        ``log_probs [B, T, V]`` are the generator's teacher-forced log-probabilities along
+        ``paths [B, T]``. Returns ``(nll, above)``, both ``[B, T]``: the gold token's ``−log p``
+        renormalised over the tokens the trie allows after the gold prefix (summed over the
+        positions, the item's ``−log p`` under constrained decoding; these sum to one over the
+        catalogue), and how many allowed tokens score strictly above the gold one.
+        """
+        nll, above = [], []
+        for k, allowed in enumerate(trie.sibling_tokens(paths)):
+            lp = log_probs[:, k].gather(1, allowed.clamp(min=0)).masked_fill(allowed < 0, float("-inf"))
+            lp = torch.log_softmax(lp, dim=-1)
+            gold = lp.gather(1, (allowed == paths[:, k : k + 1]).long().argmax(1, keepdim=True))  # [B, 1]
+            nll.append(-gold[:, 0])
+            above.append((lp > gold).sum(1))
+        return torch.stack(nll, 1), torch.stack(above, 1)
+
+    @torch.no_grad()
+    def token_diagnose(self, data, max_rows: int | None = None, topk: int = 10) -> dict:
+        """Where along its path is a target lost? Teacher-forced per-position fit (§4.4).
+
+        For every row of ``data`` (up to ``max_rows``), the target's inference path (the router's
+        split) is scored token by token given the history and the target's own earlier tokens.
+        Per position: the mean ``−log p`` over the whole vocabulary (what ``L_ARG`` trains; the
+        positions add up to it), the mean ``−log p`` renormalised over the tokens the trie allows
+        there (what constrained decoding chooses among; the positions add up to ``item_nll``,
+        the target's ``−log p`` as an item), and how often the gold token is the top-1 and within
+        the top-``topk`` of those allowed tokens. Rows are grouped by popularity stratum
+        (``lb_strata``) and the target's split, so each position has one source (CF for positions
+        ``< split``, then semantic, then the disambiguation token). Run on training rows as well
+        as validation rows, it separates a generator that cannot fit the tail (high loss on both)
+        from one that fits it but does not generalise.
+        """
+        was_training = self.training
+        self.eval()
+        splits = self.item_splits()
+        trie = self._get_trie()
+        T = self.paths.shape[-1]
+        acc = {}  # (stratum, split) -> [rows, sums [5, T]]
+        rows = 0
+        for batch in data:
+            interaction = batch[0] if isinstance(batch, tuple) else batch
+            if max_rows is not None and rows >= max_rows:
+                break
+            if max_rows is not None and len(interaction) > max_rows - rows:
+                interaction = interaction[torch.arange(max_rows - rows)]
+            rows += len(interaction)
+            interaction = interaction.to(self.paths.device)
+            target = interaction[self.ITEM_ID]
+            memory, pad, _ = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            split = splits[target]
+            path = self.paths[split, target]  # [B, T]
+            log_probs = self.generator.decode_log_probs(memory, pad, path[:, None, :-1])[:, 0]  # [B, T, V]
+            free = -log_probs.gather(-1, path.unsqueeze(-1)).squeeze(-1)  # [B, T]
+            trie_nll, above = self.trie_path_scores(log_probs, path, trie)
+            stats = torch.stack([free, trie_nll, (above == 0).to(free.dtype), (above < topk).to(free.dtype)], 0)
+            stats = stats.double().cpu()  # [4, B, T]
+            stratum, split = self.strata[target - 1].cpu(), split.cpu()
+            for key in torch.unique(torch.stack([stratum, split], 1), dim=0).tolist():
+                sel = (stratum == key[0]) & (split == key[1])
+                entry = acc.setdefault(tuple(key), [0, torch.zeros(4, T, dtype=torch.float64)])
+                entry[0] += int(sel.sum())
+                entry[1] += stats[:, sel].sum(1)
+        self.train(was_training)
+        item_strata = self.strata.cpu().numpy()
+        item_counts = self.item_counts[1:]
+        groups = []
+        for (k, s), (n, sums) in sorted(acc.items()):
+            members = item_counts[item_strata == k]
+            mean = (sums / n).tolist()
+            groups.append({
+                "stratum": k, "split": s, "n_rows": n,
+                "sources": ["cf"] * s + ["sem"] * (self.budget - s) + ["disamb"],
+                "train_count_range": [int(members.min()), int(members.max())] if len(members) else None,
+                "mean_nll_by_position": mean[0], "mean_trie_nll_by_position": mean[1],
+                "item_nll": float(sum(mean[1])),
+                "top1_by_position": mean[2], f"top{topk}_by_position": mean[3],
+            })
+        by_stratum = []
+        for k in range(self.n_strata):
+            mine = [g for g in groups if g["stratum"] == k]
+            n = sum(g["n_rows"] for g in mine)
+            if n:
+                by_stratum.append({"stratum": k, "train_count_range": mine[0]["train_count_range"], "n_rows": n,
+                                   "item_nll": sum(g["item_nll"] * g["n_rows"] for g in mine) / n})
+        return {"what": "teacher-forced fit of the target's inference path, per position "
+                        "(top-k among the tokens the trie allows)", "rows": rows, "topk": topk,
+                "n_items": int(self.n_items - 1), "groups": groups, "item_nll_by_stratum": by_stratum}
 
     @torch.no_grad()
     def export_artifacts(self, directory: str) -> list[str]:
