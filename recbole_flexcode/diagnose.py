@@ -16,7 +16,8 @@ top-10 hit rate per position, per popularity stratum and split), on validation r
 first ``--max_rows`` training rows: a tail that is fitted in training but lost in validation is a
 generalisation gap, one lost in both is a fitting (capacity, code) problem. On a full-sort
 baseline (SASRec, GRU4Rec: cross-entropy models) ``--token_fit`` reports the target's ``−log p``
-per stratum instead, to compare with FlexCode's item NLL.
+per stratum instead, to compare with FlexCode's item NLL; for every model it adds Recall/NDCG@10 per
+stratum on the same validation and training rows.
 Exit status: 0 success, 2 bad input (missing file, not a FlexCode checkpoint, refused load).
 """
 
@@ -149,28 +150,31 @@ def format_decoding_check(check: dict) -> str:
 
 
 @torch_no_grad
-def item_nll_by_stratum(model, data, train_dataset, n_strata: int = 5, max_rows: int | None = None) -> dict:
-    """Mean ``−log p(target)`` per popularity stratum for a full-sort model (SASRec, GRU4Rec, ...).
+def stratum_fit(model, data, train_dataset, n_strata: int = 5, max_rows: int | None = None,
+                nll: bool = True, k: int = 10) -> dict:
+    """Recall/NDCG@k and mean ``−log p(target)`` per popularity stratum, on any rows (training too).
 
-    ``p`` is the softmax of ``full_sort_predict`` over the real items — the likelihood that
-    RecBole's cross-entropy loss trains — so it compares with FlexCode's ``item_nll`` from
-    :meth:`FlexCode.token_diagnose` (both over the whole catalogue, history items included).
-    Meaningless for pairwise-loss models (BPR), whose scores are not logits. Strata are those of
-    ``lb_strata`` (:func:`popularity_strata` over training counts).
+    Ranks come from ``full_sort_predict`` over the real items (no history masking; ties rank
+    optimistically as in :func:`recbole_flexcode.evaluation.target_ranks`; a target scored
+    ``-inf``, outside FlexCode's beam, is not retrieved). With ``nll``, ``p`` is the softmax of
+    those scores — the likelihood RecBole's cross-entropy loss trains (SASRec, GRU4Rec) —
+    comparable with FlexCode's ``item_nll`` from :meth:`FlexCode.token_diagnose` (both over the
+    whole catalogue); it means nothing for pairwise-loss models or for beam scores, so FlexCode
+    calls this with ``nll=False``. Strata: ``lb_strata`` quantile bins (:func:`popularity_strata`
+    over training counts).
     """
     import numpy as np
     import torch
 
     from recbole_flexcode.data.popularity import popularity_strata, training_item_counts
+    from recbole_flexcode.evaluation import metrics_from_ranks
 
     counts = training_item_counts(train_dataset)
-    strata = torch.as_tensor(popularity_strata(counts, n_strata))
-    sums = torch.zeros(n_strata, dtype=torch.float64)
-    n = torch.zeros(n_strata, dtype=torch.long)
+    strata = popularity_strata(counts, n_strata)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    rows = 0
+    rows, targets, ranks, nlls = 0, [], [], []
     for batch in data:
         interaction = batch[0] if isinstance(batch, tuple) else batch
         if max_rows is not None and rows >= max_rows:
@@ -180,29 +184,45 @@ def item_nll_by_stratum(model, data, train_dataset, n_strata: int = 5, max_rows:
         rows += len(interaction)
         interaction = interaction.to(device)
         target = interaction[model.ITEM_ID]
-        scores = model.full_sort_predict(interaction).view(len(target), -1)[:, 1:]  # drop the padding id
-        nll = -torch.log_softmax(scores.double(), -1).gather(1, (target - 1).unsqueeze(1))[:, 0].cpu()
-        k = strata[target.cpu()]
-        sums.index_add_(0, k, nll)
-        n += torch.bincount(k, minlength=n_strata)
+        scores = model.full_sort_predict(interaction).view(len(target), -1)[:, 1:].double()  # drop the padding id
+        gold = scores.gather(1, (target - 1).unsqueeze(1))
+        rank = (scores > gold).sum(1) + 1
+        rank = torch.where(torch.isinf(gold[:, 0]), torch.full_like(rank, scores.shape[1] + 1), rank)
+        ranks.append(rank.cpu().numpy())
+        targets.append(target.cpu().numpy())
+        if nll:
+            nlls.append((-torch.log_softmax(scores, -1).gather(1, (target - 1).unsqueeze(1))[:, 0]).cpu().numpy())
     model.train(was_training)
+    targets, ranks = np.concatenate(targets), np.concatenate(ranks)
+    nlls = np.concatenate(nlls) if nll else None
     out = []
-    for k in range(n_strata):
-        members = counts[1:][strata[1:].numpy() == k]
-        if n[k]:
-            out.append({"stratum": k, "train_count_range": [int(members.min()), int(members.max())] if len(members) else None,
-                        "n_rows": int(n[k]), "item_nll": float(sums[k] / n[k])})
-    return {"what": "mean -log softmax(full_sort_predict)[target] per popularity stratum", "rows": rows,
-            "n_items": int(len(counts) - 1), "uniform_nll": float(np.log(len(counts) - 1)), "item_nll_by_stratum": out}
+    for s in range(n_strata):
+        sel = strata[targets] == s
+        if not sel.any():
+            continue
+        members = counts[1:][strata[1:] == s]
+        row = {"stratum": s, "train_count_range": [int(members.min()), int(members.max())], "n_rows": int(sel.sum()),
+               **metrics_from_ranks(ranks[sel], (k,))}
+        if nll:
+            row["item_nll"] = float(nlls[sel].mean())
+        out.append(row)
+    return {"what": f"Recall/NDCG@{k}" + (" and mean -log softmax(full_sort_predict)[target]" if nll else "")
+                    + " per popularity stratum", "rows": rows, "k": k, "n_items": int(len(counts) - 1),
+            "uniform_nll": float(np.log(len(counts) - 1)), "by_stratum": out}
 
 
-def format_item_nll(fits: dict) -> str:
-    head = ["data", "stratum", "train count", "rows", "item NLL"]
+def format_stratum_fit(fits: dict, token_fits: dict | None = None) -> str:
+    """Per (data, stratum): rows, Recall/NDCG@k and the item NLL (FlexCode's from ``token_fits``)."""
+    k = next(iter(fits.values()))["k"]
+    head = ["data", "stratum", "train count", "rows", f"R@{k}", f"N@{k}", "item NLL"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, fit in fits.items():
-        for r in fit["item_nll_by_stratum"]:
+        nll = {r["stratum"]: r["item_nll"] for r in (token_fits or {}).get(name, {}).get("item_nll_by_stratum", [])}
+        for r in fit["by_stratum"]:
             rng = r["train_count_range"]
-            lines.append(f"| {name} | {r['stratum']} | {f'{rng[0]}–{rng[1]}' if rng else '–'} | {r['n_rows']} | {r['item_nll']:.2f} |")
+            value = r.get("item_nll", nll.get(r["stratum"]))
+            lines.append(f"| {name} | {r['stratum']} | {rng[0]}–{rng[1]} | {r['n_rows']} | {r[f'recall@{k}']:.4f} | "
+                         f"{r[f'ndcg@{k}']:.4f} | {'–' if value is None else f'{value:.2f}'} |")
     return "\n".join(lines)
 
 
@@ -262,18 +282,18 @@ def main(argv=None) -> int:
             return 2
         diag = {"command": command, "checkpoint": os.path.abspath(args.checkpoint), "dataset": config["dataset"],
                 "seed": config["seed"], "model": config["model"]}
+        n_strata = int(config["lb_strata"] or 5)
+        token_fits = None
         if callable(getattr(model, "token_diagnose", None)):
-            fits = {"valid": model.token_diagnose(valid_data),
-                    "train": model.token_diagnose(train_data, max_rows=args.max_rows)}
-            diag["token_fit"] = fits
-            print(format_token_fit(fits))
-            print(format_item_nll(fits))
-        else:  # a full-sort baseline: its item likelihood per stratum, for comparison
-            n_strata = int(config["lb_strata"] or 5)
-            fits = {"valid": item_nll_by_stratum(model, valid_data, train_data._dataset, n_strata),
-                    "train": item_nll_by_stratum(model, train_data, train_data._dataset, n_strata, args.max_rows)}
-            diag["item_nll"] = fits
-            print(format_item_nll(fits))
+            token_fits = {"valid": model.token_diagnose(valid_data),
+                          "train": model.token_diagnose(train_data, max_rows=args.max_rows)}
+            diag["token_fit"] = token_fits
+            print(format_token_fit(token_fits))
+        is_flexcode = token_fits is not None
+        fits = {"valid": stratum_fit(model, valid_data, train_data._dataset, n_strata, nll=not is_flexcode),
+                "train": stratum_fit(model, train_data, train_data._dataset, n_strata, args.max_rows, nll=not is_flexcode)}
+        diag["stratum_fit"] = fits
+        print(format_stratum_fit(fits, token_fits))
         return _write(args.out, diag)
     if not callable(getattr(model, "diagnose", None)):
         print(f"error: {config['model']} has no split diagnostic (FlexCode only)", file=sys.stderr)

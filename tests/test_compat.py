@@ -370,20 +370,29 @@ def test_diagnose_item_nll_of_a_full_sort_baseline(trained, monkeypatch, tmp_pat
     monkeypatch.chdir(trained["work"])
     out = tmp_path / "nll.json"
     assert diagnose.main([trained["trainer"].saved_model_file, "--token_fit", "--max_rows=30", f"--out={out}"]) == 0
-    fits = json.loads(out.read_text())["item_nll"]
+    fits = json.loads(out.read_text())["stratum_fit"]
     n_items = fits["valid"]["n_items"]
-    assert fits["train"]["rows"] == 30 and sum(r["n_rows"] for r in fits["train"]["item_nll_by_stratum"]) == 30
-    valid_rows = sum(r["n_rows"] for r in fits["valid"]["item_nll_by_stratum"])
+    assert fits["train"]["rows"] == 30 and sum(r["n_rows"] for r in fits["train"]["by_stratum"]) == 30
+    valid_rows = sum(r["n_rows"] for r in fits["valid"]["by_stratum"])
     assert valid_rows == fits["valid"]["rows"] == len(trained["test_data"]._dataset.inter_feat)  # one row per user
-    assert all(0 < r["item_nll"] < 50 for f in fits.values() for r in f["item_nll_by_stratum"])
+    assert all(0 < r["item_nll"] < 50 and 0 <= r["ndcg@10"] <= r["recall@10"] <= 1
+               for f in fits.values() for r in f["by_stratum"])
+    # the validation recall over all strata is the trainer's own validation Recall@10
+    from recbole.utils import get_trainer
+
+    config, model, _, train_data, valid_data, _ = compat.load_data_and_model(trained["trainer"].saved_model_file)
+    recbole_valid = get_trainer(config["MODEL_TYPE"], config["model"])(config, model).evaluate(
+        valid_data, load_best_model=False, show_progress=False)
+    ours = sum(r["recall@10"] * r["n_rows"] for r in fits["valid"]["by_stratum"]) / valid_rows
+    assert ours == pytest.approx(float(recbole_valid["recall@10"]), abs=1e-4)
 
     # scores that do not depend on the item give every target -log(1 / n_items), in every stratum
-    config, model, _, train_data, valid_data, _ = compat.load_data_and_model(trained["trainer"].saved_model_file)
     monkeypatch.setattr(model, "full_sort_predict", lambda inter: torch.zeros(len(inter), n_items + 1))
-    flat = diagnose.item_nll_by_stratum(model, valid_data, train_data._dataset, n_strata=3)
+    flat = diagnose.stratum_fit(model, valid_data, train_data._dataset, n_strata=3)
     assert flat["uniform_nll"] == pytest.approx(math.log(n_items))
-    assert [r["item_nll"] for r in flat["item_nll_by_stratum"]] == pytest.approx([math.log(n_items)] * len(flat["item_nll_by_stratum"]))
-    assert sum(r["n_rows"] for r in flat["item_nll_by_stratum"]) == valid_rows
+    assert [r["item_nll"] for r in flat["by_stratum"]] == pytest.approx([math.log(n_items)] * len(flat["by_stratum"]))
+    assert all(r["recall@10"] == 1 for r in flat["by_stratum"])  # ties rank optimistically, as in evaluation.target_ranks
+    assert sum(r["n_rows"] for r in flat["by_stratum"]) == valid_rows
 
 
 def test_atomic_file_with_leading_quote_loads(tmp_path):

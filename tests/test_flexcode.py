@@ -598,8 +598,14 @@ def test_quick_start_run_end_to_end(flex, tmp_path, monkeypatch):
     with single_thread():
         assert diagnose.main([on_disk["checkpoint"], "--trust", "--token_fit", "--max_rows=20", f"--out={fit_out}"]) == 0
         assert diagnose.main([on_disk["checkpoint"], "--trust", "--token_fit", "--max_rows=0"]) == 2
-    fit = json.loads(fit_out.read_text())["token_fit"]
+    written = json.loads(fit_out.read_text())
+    fit = written["token_fit"]
     assert fit["valid"]["rows"] == sum(r["n_targets"] for r in strata) and fit["train"]["rows"] == 20
+    # beam-search recall per stratum, weighted back together, is the run's best validation recall
+    ranks = written["stratum_fit"]["valid"]["by_stratum"]
+    recall = sum(r["recall@10"] * r["n_rows"] for r in ranks) / sum(r["n_rows"] for r in ranks)
+    assert recall == pytest.approx(float(on_disk["best_valid_result"]["recall@10"]), abs=1e-4)
+    assert all("item_nll" not in r for r in ranks)  # beam scores are not a softmax
 
 
 def test_router_warmup_trains_every_split_and_leaves_the_router_alone(flex):
