@@ -17,7 +17,8 @@ first ``--max_rows`` training rows: a tail that is fitted in training but lost i
 generalisation gap, one lost in both is a fitting (capacity, code) problem. On a full-sort
 baseline (SASRec, GRU4Rec: cross-entropy models) ``--token_fit`` reports the target's ``−log p``
 per stratum instead, to compare with FlexCode's item NLL; for every model it adds Recall/NDCG@10 per
-stratum on the same validation and training rows.
+stratum on all validation rows and ``--max_rows`` training rows (RecBole reshuffles the training
+loader on every pass, so these are a fresh random draw of the same size).
 Exit status: 0 success, 2 bad input (missing file, not a FlexCode checkpoint, refused load).
 """
 
