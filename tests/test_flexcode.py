@@ -24,6 +24,7 @@ import recbole_flexcode  # noqa: F401  (compatibility fixes first)
 from recbole_flexcode.config import FlexConfig
 from recbole_flexcode.embeddings import text as text_mod
 from recbole_flexcode.tokenizer.dual import DualCodebookTokenizer
+from recbole_flexcode.tokenizer.router import level_masks
 from conftest import tiny_config
 
 FIELDS = ["movie_title", "release_year", "class"]
@@ -732,6 +733,28 @@ def test_token_diagnose_splits_the_path_loss_by_position(flex):
     with single_thread():
         capped = m.token_diagnose(flex["train"], max_rows=7)
     assert capped["rows"] == 7 and sum(g["n_rows"] for g in capped["groups"]) == 7
+
+
+def test_history_item_embedding_gives_history_items_their_own_parameters(flex):
+    plain = make_model(flex)
+    assert plain.history_id_embedding is None
+    m = make_model(flex, history_item_embedding=True)
+    assert m.history_id_embedding.weight.shape == (m.n_items, m.generator.hidden_size)
+    probs = m.split_probs()
+    # zero at start: the same history representation as the paper's model
+    assert torch.equal(m._item_vectors(probs), m.generator.item_table(m.cf_tokens, m.sem_tokens, *level_masks(probs, L)))
+    m.train()
+    batch = flex["train_batch"]
+    m.calculate_loss(batch).backward()
+    grad = m.history_id_embedding.weight.grad
+    in_history = torch.zeros(m.n_items, dtype=torch.bool)
+    in_history[batch[m.ITEM_SEQ].unique()] = True
+    in_history[0] = False  # padding
+    nonzero = grad.abs().sum(1) > 0
+    assert bool(nonzero[in_history].all()) and not bool(nonzero[~in_history].any())
+    with torch.no_grad():
+        m.history_id_embedding.weight[1:] += 1.0
+    assert not torch.equal(m._item_vectors(probs), m.generator.item_table(m.cf_tokens, m.sem_tokens, *level_masks(probs, L)))
 
 
 def test_diagnose_skips_fixed_split_variants(flex):

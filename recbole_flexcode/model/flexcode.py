@@ -200,6 +200,14 @@ class FlexCode(SequentialRecommender):
             inner_size=int(config_value(config, "inner_size", 256)), n_encoder_layers=int(config_value(config, "n_encoder_layers", 2)),
             n_decoder_layers=int(config_value(config, "n_decoder_layers", 2)), dropout=float(config_value(config, "dropout_prob", 0.2)),
         )
+        # ours, not in the paper (results/cpu/Amazon_Beauty/analysis/token_fit.md): a free embedding per
+        # item added to its code embeddings in the history, the only item-specific parameters
+        self.history_item_embedding = bool(config_value(config, "history_item_embedding", False))
+        self.history_id_embedding = (
+            torch.nn.Embedding(self.n_items, self.generator.hidden_size, padding_idx=0) if self.history_item_embedding else None
+        )
+        if self.history_id_embedding is not None:
+            torch.nn.init.zeros_(self.history_id_embedding.weight)  # start from the paper's model
         self.recode_every = int(config_value(config, "recode_every", 100))
         self._steps = 0
         self._train_steps = 0
@@ -269,8 +277,13 @@ class FlexCode(SequentialRecommender):
         return self.split_probs().argmax(dim=-1)
 
     def _item_vectors(self, probs):
+        """History representation of every item: Σ of its routed code embeddings (§4.3), plus its
+        own free embedding when ``history_item_embedding`` is on."""
         cf_mask, sem_mask = level_masks(probs, self.budget, straight_through=True)
-        return self.generator.item_table(self.cf_tokens, self.sem_tokens, cf_mask, sem_mask)
+        vectors = self.generator.item_table(self.cf_tokens, self.sem_tokens, cf_mask, sem_mask)
+        if self.history_id_embedding is not None:
+            vectors = vectors + self.history_id_embedding.weight
+        return vectors
 
     def _in_router_warmup(self) -> bool:
         return self.training and self.fixed_split is None and self._train_steps < self.router_warmup_steps
