@@ -14,6 +14,7 @@ Rows (``--models``, comma-separated):
 * ``FlexCode-<variant>`` -> ``variant=<variant>`` (``semantic_only``, ``cf_only``, ``fix``, ``no_align``, ``full``);
 * ``FlexCode-decoupled`` -> the full variant with ``router_mode=decoupled`` (its warm-up: 5 epochs,
   or ``--router_warmup_epochs``, which then applies to every FlexCode row of the invocation);
+* ``FlexCode-item_emb`` -> the full variant with ``history_item_embedding=True`` (ours);
 * ``FlexCode-L<n>`` / ``FlexCode-<variant>-L<n>`` -> ``token_budget=n`` (the budget table);
 * ``SOLID``, ``SOLID-DUET`` (``use_semantics=False``), ``SOLID-static`` (``dynamic=False``);
   ``--budgets=3,4,5,6`` appends ``FlexCode-L3 .. FlexCode-L6``.
@@ -76,8 +77,11 @@ DEFAULT_MODELS = (
 DEFAULT_SEEDS = "2020,2021,2022"
 #: FlexCode variants (kept in step with ``recbole_flexcode.model.flexcode.VARIANTS``; a test checks).
 FLEXCODE_VARIANTS = ("full", "semantic_only", "cf_only", "fix", "no_align")
-#: Rows of the full variant with another router (docs/design.md, "router").
-FLEXCODE_ROUTER_ROWS = {"decoupled": {"variant": "full", "router_mode": "decoupled"}}
+#: Rows of the full variant with one of our settings (docs/design.md: "router", "history item embedding").
+FLEXCODE_SETTING_ROWS = {
+    "decoupled": {"variant": "full", "router_mode": "decoupled"},
+    "item_emb": {"variant": "full", "history_item_embedding": True},
+}
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 _FLEX_ROW = re.compile(r"^FlexCode(?:-(?P<variant>[a-z_]+?))?(?:-L(?P<budget>\d+))?$")
 
@@ -124,8 +128,8 @@ def parse_row(name: str, check_model: bool = True) -> RowSpec:
         if not m:
             raise BenchmarkError(f"unknown row '{name}': FlexCode rows are FlexCode[-<variant>][-L<n>]")
         variant = m.group("variant") or "full"
-        if variant in FLEXCODE_ROUTER_ROWS:
-            overrides = dict(FLEXCODE_ROUTER_ROWS[variant])
+        if variant in FLEXCODE_SETTING_ROWS:
+            overrides = dict(FLEXCODE_SETTING_ROWS[variant])
         elif variant not in FLEXCODE_VARIANTS:
             raise BenchmarkError(
                 f"unknown row '{name}': FlexCode variant '{variant}' is not one of {', '.join(FLEXCODE_VARIANTS)}"
