@@ -29,21 +29,12 @@ import json
 import os
 import sys
 
+import numpy as np
+import torch
+
 import recbole_flexcode  # noqa: F401  (compatibility fixes first)
-
-
-def torch_no_grad(fn):
-    """``torch.no_grad`` without importing torch when the module loads (fast ``--help``)."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        import torch
-
-        with torch.no_grad():
-            return fn(*args, **kwargs)
-
-    return wrapper
+from recbole_flexcode.data.popularity import popularity_strata, training_item_counts
+from recbole_flexcode.evaluation import capped_interactions, metrics_from_ranks
 
 
 def format_diagnostics(diag: dict) -> str:
@@ -68,8 +59,6 @@ class _FirstUsers:
         self.data, self.n_users, self._dataset = data, int(n_users), data._dataset
 
     def __iter__(self):
-        import torch
-
         left = self.n_users
         for interaction, history_index, positive_u, positive_i in self.data:
             if left <= 0:
@@ -97,10 +86,7 @@ def decoding_check(model, data, train_dataset, n_users: int, beam_sizes=(20, 100
     """
     import time
 
-    import numpy as np
-
-    from recbole_flexcode.data.popularity import training_item_counts
-    from recbole_flexcode.evaluation import head_item_mask, metrics_from_ranks, target_ranks
+    from recbole_flexcode.evaluation import head_item_mask, target_ranks
 
     head = head_item_mask(training_item_counts(train_dataset))
     device = model.paths.device
@@ -150,7 +136,7 @@ def format_decoding_check(check: dict) -> str:
     return "\n".join(lines)
 
 
-@torch_no_grad
+@torch.no_grad()
 def stratum_fit(model, data, train_dataset, n_strata: int = 5, max_rows: int | None = None,
                 nll: bool = True, k: int = 10) -> dict:
     """Recall/NDCG@k and mean ``−log p(target)`` per popularity stratum, on any rows (training too).
@@ -164,24 +150,13 @@ def stratum_fit(model, data, train_dataset, n_strata: int = 5, max_rows: int | N
     calls this with ``nll=False``. Strata: ``lb_strata`` quantile bins (:func:`popularity_strata`
     over training counts).
     """
-    import numpy as np
-    import torch
-
-    from recbole_flexcode.data.popularity import popularity_strata, training_item_counts
-    from recbole_flexcode.evaluation import metrics_from_ranks
-
     counts = training_item_counts(train_dataset)
     strata = popularity_strata(counts, n_strata)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     rows, targets, ranks, nlls = 0, [], [], []
-    for batch in data:
-        interaction = batch[0] if isinstance(batch, tuple) else batch
-        if max_rows is not None and rows >= max_rows:
-            break
-        if max_rows is not None and len(interaction) > max_rows - rows:
-            interaction = interaction[torch.arange(max_rows - rows)]
+    for interaction in capped_interactions(data, max_rows):
         rows += len(interaction)
         interaction = interaction.to(device)
         target = interaction[model.ITEM_ID]

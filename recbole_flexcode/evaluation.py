@@ -55,6 +55,24 @@ def target_ranks(model, eval_data, device) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(ranks), np.concatenate(targets)
 
 
+def capped_interactions(data, max_rows: int | None = None):
+    """The interactions of a RecBole loader (training or full-sort), stopping after ``max_rows`` rows.
+
+    Full-sort loaders yield ``(interaction, history_index, positive_u, positive_i)``; only the
+    interaction is kept. The last batch is cut to size.
+    """
+    rows = 0
+    for batch in data:
+        interaction = batch[0] if isinstance(batch, tuple) else batch
+        if max_rows is not None:
+            if rows >= max_rows:
+                return
+            if len(interaction) > max_rows - rows:
+                interaction = interaction[torch.arange(max_rows - rows)]
+        rows += len(interaction)
+        yield interaction
+
+
 def metrics_from_ranks(ranks: np.ndarray, ks=(5, 10)) -> dict:
     """Recall@K and NDCG@K for one positive per user."""
     out = {}

@@ -38,6 +38,7 @@ from recbole.utils import InputType
 from recbole_flexcode.config import config_value
 from recbole_flexcode.data.popularity import item_features, popularity_strata
 from recbole_flexcode.embeddings.cache import cache_key
+from recbole_flexcode.evaluation import capped_interactions
 from recbole_flexcode.embeddings.stages import collaborative_stage, text_stage
 from recbole_flexcode.model.generation import (
     constrained_beam_search,
@@ -529,12 +530,7 @@ class FlexCode(SequentialRecommender):
         T = self.paths.shape[-1]
         acc = {}  # (stratum, split) -> [rows, sums [5, T]]
         rows = 0
-        for batch in data:
-            interaction = batch[0] if isinstance(batch, tuple) else batch
-            if max_rows is not None and rows >= max_rows:
-                break
-            if max_rows is not None and len(interaction) > max_rows - rows:
-                interaction = interaction[torch.arange(max_rows - rows)]
+        for interaction in capped_interactions(data, max_rows):
             rows += len(interaction)
             interaction = interaction.to(self.paths.device)
             target = interaction[self.ITEM_ID]
