@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RQVAEOutput", "RQVAE"]
+__all__ = ["RQVAEOutput", "RQVAE", "code_statistics"]
 
 _WEIGHTS_FILE = "rqvae.safetensors"
 _CONFIG_FILE = "rqvae.json"
@@ -117,6 +117,37 @@ def _faiss_kmeans(data: Tensor, k: int, seed: int, niter: int) -> Tensor:
     )
     km.train(arr)
     return torch.from_numpy(np.array(km.centroids, dtype=np.float32)).to(device, dtype)
+
+
+def code_statistics(codes: Tensor, residuals: Sequence[Tensor], codebook_size: int, recon_mse: float) -> dict:
+    """Per-level usage and residual error of a residual quantiser's codes ``[N, L]``.
+
+    Returns ``{'levels': [{'level', 'used_codes', 'usage', 'perplexity', 'residual_mse'}],
+    'recon_mse', 'collision_rate'}`` where ``usage = used_codes / K``, ``perplexity = exp(entropy
+    of the code distribution)`` (in ``[1, K]``), ``residual_mse`` the mean of ``||r_{l+1}||^2``
+    after level ``l`` and ``collision_rate`` the fraction of rows whose whole code tuple is shared
+    with at least one other row.
+    """
+    levels = []
+    for level in range(codes.shape[1]):
+        counts = torch.bincount(codes[:, level], minlength=codebook_size).double()
+        p = counts[counts > 0] / counts.sum().clamp_min(1)
+        used = int((counts > 0).sum())
+        levels.append(
+            {
+                "level": level,
+                "used_codes": used,
+                "usage": used / codebook_size,
+                "perplexity": float(torch.exp(-(p * p.log()).sum())) if used else 0.0,
+                "residual_mse": float(residuals[level].pow(2).sum(1).mean()),
+            }
+        )
+    if codes.shape[0]:
+        _, inverse, counts = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
+        collision = float((counts[inverse] > 1).float().mean())
+    else:
+        collision = 0.0
+    return {"levels": levels, "recon_mse": recon_mse, "collision_rate": collision}
 
 
 class RQVAE(nn.Module):
@@ -458,30 +489,7 @@ class RQVAE(nn.Module):
             recon = self.decoder(q_sum)
         finally:
             self.train(was_training)
-        levels = []
-        for level in range(self.n_levels):
-            counts = torch.bincount(codes[:, level], minlength=self.codebook_size).double()
-            p = counts[counts > 0] / counts.sum().clamp_min(1)
-            used = int((counts > 0).sum())
-            levels.append(
-                {
-                    "level": level,
-                    "used_codes": used,
-                    "usage": used / self.codebook_size,
-                    "perplexity": float(torch.exp(-(p * p.log()).sum())) if used else 0.0,
-                    "residual_mse": float(residuals[level].pow(2).sum(1).mean()),
-                }
-            )
-        if codes.shape[0]:
-            _, inverse, counts = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
-            collision = float((counts[inverse] > 1).float().mean())
-        else:
-            collision = 0.0
-        return {
-            "levels": levels,
-            "recon_mse": float((x - recon).pow(2).sum(1).mean()),
-            "collision_rate": collision,
-        }
+        return code_statistics(codes, residuals, self.codebook_size, float((x - recon).pow(2).sum(1).mean()))
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory) -> None:
