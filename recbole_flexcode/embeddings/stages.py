@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from recbole_flexcode.config import config_value
 from recbole_flexcode.data.item_text import item_texts
 from recbole_flexcode.embeddings.collaborative import collaborative_embeddings
-from recbole_flexcode.embeddings.text import DEFAULT_TEXT_ENCODER, item_text_embeddings
+from recbole_flexcode.embeddings.text import item_text_embeddings
 
 
 def text_stage(config, dataset, cache_dir, show_progress, logger) -> tuple[np.ndarray, list[bool]]:
     """Item text embeddings ``[n_items, d]`` and which items had any text."""
-    fields = list(config_value(config, "text_fields", []))
+    fields = list(config["text_fields"])
     texts, has_text = item_texts(dataset, fields)
     if not any(has_text[1:]):
         return np.zeros((len(texts), 0), dtype=np.float32), has_text
     emb = item_text_embeddings(
-        texts, has_text, encoder=config_value(config, "text_encoder", DEFAULT_TEXT_ENCODER), cache_dir=cache_dir,
-        fields=fields, batch_size=int(config_value(config, "text_batch_size", 64)), device=str(config["device"]),
+        texts, has_text, encoder=config["text_encoder"], cache_dir=cache_dir,
+        fields=fields, batch_size=int(config["text_batch_size"]), device=str(config["device"]),
         show_progress=show_progress, logger=logger,
     )
     return emb, has_text
@@ -32,8 +31,8 @@ def text_stage(config, dataset, cache_dir, show_progress, logger) -> tuple[np.nd
 def collaborative_stage(config, dataset, cache_dir, show_progress, logger) -> dict[str, np.ndarray]:
     """SASRec item embeddings and their uncertainty (see :func:`collaborative_embeddings`)."""
     return collaborative_embeddings(
-        config, dataset, epochs=int(config_value(config, "cf_epochs", 10)),
-        learning_rate=float(config_value(config, "cf_learning_rate", 1e-3)),
-        batch_size=int(config_value(config, "cf_batch_size", 256)), cache_dir=cache_dir,
+        config, dataset, epochs=int(config["cf_epochs"]),
+        learning_rate=float(config["cf_learning_rate"]),
+        batch_size=int(config["cf_batch_size"]), cache_dir=cache_dir,
         show_progress=show_progress, logger=logger,
     )
