@@ -4,7 +4,7 @@
 
 Reloads the checkpoint with its own config and data split, then reports, per popularity stratum
 of the validation targets, the mean ``L_ARG`` of the target under every budget split next to the
-router's choice (:meth:`FlexCode.diagnose`). A run of ``run_flexcode.py`` stores the same block
+router's choice (:func:`recbole_flexcode.analysis.flexcode.split_losses`). A run of ``run_flexcode.py`` stores the same block
 in its result JSON; this command covers checkpoints made before that, or elsewhere.
 
 Loading a checkpoint unpickles it: ``--trust`` says the file is yours (an earlier run of this
@@ -25,7 +25,6 @@ Exit status: 0 success, 2 bad input (missing file, not a FlexCode checkpoint, re
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -34,7 +33,9 @@ import torch
 
 import recbole_flexcode  # noqa: F401  (compatibility fixes first)
 from recbole_flexcode.data.popularity import popularity_strata, training_item_counts
+from recbole_flexcode.analysis.flexcode import split_losses, token_fit
 from recbole_flexcode.evaluation import capped_interactions, metrics_from_ranks
+from recbole_flexcode.io import write_json
 
 
 def format_diagnostics(diag: dict) -> str:
@@ -89,7 +90,7 @@ def decoding_check(model, data, train_dataset, n_users: int, beam_sizes=(20, 100
     from recbole_flexcode.evaluation import head_item_mask, target_ranks
 
     head = head_item_mask(training_item_counts(train_dataset))
-    device = model.paths.device
+    device = model.tokenizer.paths.device
     saved = (model.decode_mode, model.beam_size)
     runs = [("exact", None)] + [("beam", int(w)) for w in beam_sizes]
     ranks_by = {}
@@ -260,9 +261,9 @@ def main(argv=None) -> int:
                 "seed": config["seed"], "model": config["model"]}
         n_strata = int(config["lb_strata"] or 5)
         token_fits = None
-        if callable(getattr(model, "token_diagnose", None)):
-            token_fits = {"valid": model.token_diagnose(valid_data),
-                          "train": model.token_diagnose(train_data, max_rows=args.max_rows)}
+        if is_flexcode(model):
+            token_fits = {"valid": token_fit(model, valid_data),
+                          "train": token_fit(model, train_data, max_rows=args.max_rows)}
             diag["token_fit"] = token_fits
             print(format_token_fit(token_fits))
         is_flexcode = token_fits is not None
@@ -271,13 +272,10 @@ def main(argv=None) -> int:
         diag["stratum_fit"] = fits
         print(format_stratum_fit(fits, token_fits))
         return _write(args.out, diag)
-    if not callable(getattr(model, "diagnose", None)):
+    if not is_flexcode(model):
         print(f"error: {config['model']} has no split diagnostic (FlexCode only)", file=sys.stderr)
         return 2
     if args.decode_check > 0:
-        if not hasattr(model, "decode_mode"):
-            print(f"error: {config['model']} has no decoding to check (FlexCode only)", file=sys.stderr)
-            return 2
         try:
             widths = [int(w) for w in args.beam_sizes.split(",") if w.strip()]
         except ValueError:
@@ -290,22 +288,22 @@ def main(argv=None) -> int:
                 "decoding_check": check}
         print(format_decoding_check(check))
         return _write(args.out, diag)
-    diag = model.diagnose(valid_data)
+    diag = split_losses(model, valid_data)
     if diag is None:
-        print(f"error: variant '{model.variant}' uses one fixed split: nothing to compare", file=sys.stderr)
+        print(f"error: variant '{model.variant.name}' uses one fixed split: nothing to compare", file=sys.stderr)
         return 2
     diag = {"checkpoint": os.path.abspath(args.checkpoint), "dataset": config["dataset"], "seed": config["seed"], **diag}
     print(format_diagnostics(diag))
     return _write(args.out, diag)
 
 
+def is_flexcode(model) -> bool:
+    return type(model).__name__ == "FlexCode"
+
+
 def _write(out, diag) -> int:
     if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        tmp = out + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(diag, f, indent=2)
-        os.replace(tmp, out)
+        write_json(out, diag)
     return 0
 
 

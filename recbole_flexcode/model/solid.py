@@ -32,10 +32,6 @@ Ablations: ``dynamic: False`` (static layers, no generator, no semantics) and
 
 from __future__ import annotations
 
-import logging
-import os
-import time
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -43,9 +39,6 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_flexcode.config import config_value
-from recbole_flexcode.embeddings.cache import ArrayCache, cache_key
-from recbole_flexcode.embeddings.stages import collaborative_stage, text_stage
 from recbole_flexcode.model.dynamic import (
     DynamicLayerGenerator,
     SequenceEncoder,
@@ -53,20 +46,14 @@ from recbole_flexcode.model.dynamic import (
     TargetTower,
     apply_dynamic_layers,
 )
-from recbole_flexcode.tokenizer.dual import standardize
-from recbole_flexcode.tokenizer.rqvae import RQVAE
+from recbole_flexcode.model.metacode import init_weights, solid_network_settings
+from recbole_flexcode.model.training_setup import require_sampled_negatives
+from recbole_flexcode.pipeline import stages_of
+from recbole_flexcode.tokenizer.codebooks import SEMANTIC
 
-__all__ = ["SOLID", "SemanticMetacodeNet", "semantic_ids_from_codes"]
+__all__ = ["SOLID", "semantic_ids_from_codes", "solid_uses_semantics"]
 
 
-
-
-def _rng_devices(device) -> list:
-    """CUDA devices whose RNG a stage may advance (restored by ``fork_rng``)."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return []
-    return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
 def semantic_ids_from_codes(codes: np.ndarray, codebook_size: int) -> tuple[np.ndarray, int]:
@@ -86,25 +73,9 @@ def semantic_ids_from_codes(codes: np.ndarray, codebook_size: int) -> tuple[np.n
     return inverse.reshape(-1).astype(np.int64) + 1, int(len(used))
 
 
-class SemanticMetacodeNet(nn.Module):
-    """The dynamic model of Semantic Metacode Learning: SOLID's primary model and DUET generator
-    on semantic-ID sequences; ``sem_embedding.weight[1:]`` is the metacode after training."""
-
-    def __init__(self, n_semantic: int, max_len: int, hidden_size: int, encoder_kwargs: dict, generator_kwargs: dict, n_dynamic_layers: int = 2):
-        super().__init__()
-        d = hidden_size
-        self.sem_embedding = nn.Embedding(n_semantic + 1, d, padding_idx=0)
-        self.encoder = SequenceEncoder(max_len, d, **encoder_kwargs)
-        self.target_tower = TargetTower(d)
-        self.generator = DynamicLayerGenerator(d, [d] * (n_dynamic_layers + 1), **generator_kwargs)
-
-    def forward(self, sem_seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, T]`` of targets ``[B, T]`` (semantic IDs) after history ``sem_seq``."""
-        emb = self.sem_embedding(sem_seq)
-        h = self.encoder(emb, sem_seq, lengths)
-        weights, biases = self.generator(emb, lengths)
-        u = apply_dynamic_layers(h, weights, biases)
-        return (self.target_tower(self.sem_embedding(targets)) * u.unsqueeze(1)).sum(-1)
+def solid_uses_semantics(config) -> bool:
+    """SOLID proper (not its DUET or static ablations) needs the semantic stages."""
+    return bool(config["dynamic"]) and bool(config["use_semantics"])
 
 
 class SOLID(SequentialRecommender):
@@ -114,51 +85,22 @@ class SOLID(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.logger = logging.getLogger(__name__)
-        self.stage_timings: dict[str, float] = {}
-        self.dynamic = bool(config_value(config, "dynamic", True))
-        self.use_semantics = bool(config_value(config, "use_semantics", True)) and self.dynamic
-        if not self.dynamic and bool(config_value(config, "use_semantics", True)):
+        require_sampled_negatives(config, "SOLID")
+        self.dynamic = bool(config["dynamic"])
+        self.use_semantics = solid_uses_semantics(config)
+        if not self.dynamic and bool(config["use_semantics"]):
             self.logger.info("SOLID: dynamic=False -> static layers; the semantic modules are not built")
         self.variant = "SOLID" if self.use_semantics else ("DUET" if self.dynamic else "static")
         self.LABEL = config["LABEL_FIELD"]
-        self.show_progress = bool(config_value(config, "show_progress", False))
-        self.cache_dir = os.path.join(config_value(config, "cache_dir", "cache"), config["dataset"])
-        self.seed = int(config_value(config, "seed", 2020))
-        device = config["device"]
-
-        d = self.hidden_size = int(config_value(config, "hidden_size", 32))
-        self.n_dynamic_layers = int(config_value(config, "n_dynamic_layers", 2))
-        self.clip_threshold = float(config_value(config, "clip_threshold", 0.01))
-        self.con_weight = float(config_value(config, "con_weight", 0.1)) if self.use_semantics else 0.0
-        self.freeze_codebook = bool(config_value(config, "freeze_codebook", True))
-        self.initializer_range = float(config_value(config, "initializer_range", 0.02))
-        self.encoder_kwargs = dict(
-            n_layers=int(config_value(config, "n_layers", 1)), n_heads=int(config_value(config, "n_heads", 4)),
-            inner_size=int(config_value(config, "inner_size", 4 * d)),
-            hidden_dropout_prob=float(config_value(config, "hidden_dropout_prob", 0.0)),
-            attn_dropout_prob=float(config_value(config, "attn_dropout_prob", 0.0)),
-            hidden_act=str(config_value(config, "hidden_act", "relu")), layer_norm_eps=float(config_value(config, "layer_norm_eps", 1e-12)),
-        )
-        self.generator_kwargs = dict(
-            hidden_size=int(config_value(config, "generator_hidden_size", d)), z_size=int(config_value(config, "z_size", d)),
-            train_projections=bool(config_value(config, "train_generator_projections", True)),
-        )
+        net = solid_network_settings(config)
+        d = self.hidden_size = net["d"]
+        self.n_dynamic_layers = net["n_dynamic_layers"]
+        self.clip_threshold = float(config["clip_threshold"])
+        self.con_weight = float(config["con_weight"]) if self.use_semantics else 0.0
+        self.freeze_codebook = bool(config["freeze_codebook"])
+        self.initializer_range = net["initializer_range"]
+        self.encoder_kwargs, self.generator_kwargs = net["encoder"], net["generator"]
         dims = [d] * (self.n_dynamic_layers + 1)
-
-        # -- stages 1-3: semantic IDs (SPG); 4: semantic metacode (SML)
-        self.n_semantic = 0
-        self.semantic_stats: dict = {}
-        self.metacode_history: list[float] = []
-        if self.use_semantics:
-            item_sem, self.n_semantic = self._semantic_ids(config, dataset)
-            self.register_buffer("item_sem", torch.as_tensor(item_sem, dtype=torch.long))
-            t = time.time()
-            with torch.random.fork_rng(devices=_rng_devices(device)):
-                metacode, metacode_init, self.metacode_history = self._pretrain_metacode(config, dataset)
-            self.stage_timings["metacode"] = time.time() - t
-            self.register_buffer("metacode", metacode)
-            self.register_buffer("metacode_init", metacode_init, persistent=False)
 
         # -- primary model
         self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
@@ -169,147 +111,57 @@ class SOLID(SequentialRecommender):
         self.apply(self._init_weights)  # SASRec-style init of the static parts (before the generators)
         if self.dynamic:
             self.item_generator = DynamicLayerGenerator(d, dims, **self.generator_kwargs)
-        if self.use_semantics:
-            self.sem_generator = DynamicLayerGenerator(d, dims, **self.generator_kwargs)
-            self.code_decoder = nn.Sequential(nn.Linear(d, 2 * d), nn.LeakyReLU(), nn.Linear(2 * d, d))
-            # codebook = semantic-ID embedding table of both the semantic trunk and SCL; row 0 = padding
-            self.codebook = nn.Embedding(self.n_semantic + 1, d, padding_idx=0)
-            with torch.no_grad():
-                self.codebook.weight.zero_()
-                self.codebook.weight[1:] = self.metacode
-            self.codebook.weight.requires_grad_(not self.freeze_codebook)
-        self.to(device)
+        self.n_semantic = 0
+        self.semantic_stats: dict = {}
+        self.metacode_history: list[float] = []
+        stages = stages_of(dataset)
+        if self.use_semantics and stages is not None:
+            self._build_semantics(stages.tokenizer, stages.metacode, int(config["semantic_vocab"]))
 
     def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
+        init_weights(module, self.initializer_range)
 
-    # ------------------------------------------------------------------ stages (constructor)
-    def _semantic_ids(self, config, dataset) -> tuple[np.ndarray, int]:
-        """Stages 1-3: text + collaborative embeddings -> RQ-VAE -> semantic ID per item."""
-        device = config["device"]
-        t = time.time()
-        text_emb, _ = text_stage(config, dataset, self.cache_dir, self.show_progress, self.logger)
-        parts = []
-        if text_emb.shape[1]:
-            parts.append(standardize(text_emb[1:]))
+    def _build_semantics(self, tokenizer, metacode: dict | None, codebook_size: int, n_semantic: int | None = None) -> None:
+        """SPG's semantic trunk and SCL's codebook over the semantic IDs of ``tokenizer`` (or, for a
+        checkpoint reload, ``n_semantic`` IDs whose values the checkpoint brings)."""
+        d = self.hidden_size
+        if tokenizer is not None:
+            codes = tokenizer.codes(SEMANTIC)[1:].cpu().numpy()
+            sem, n_semantic = semantic_ids_from_codes(codes, codebook_size)
+            sizes = np.bincount(sem, minlength=n_semantic + 1)[1:]
+            self.semantic_codes = codes
+            self.semantic_stats = {
+                "n_semantic_ids": n_semantic, "items_per_id_mean": float(sizes.mean()), "items_per_id_max": int(sizes.max()),
+                "sources": (["text"] if len(tokenizer.spec["sources"][SEMANTIC]["dims"]) == 2 else []) + ["collaborative"],
+                "rqvae": tokenizer.stats()[SEMANTIC],
+            }
+            self.logger.info("SOLID: %d items -> %d semantic IDs (max %d items per ID)", len(sem), n_semantic, int(sizes.max()))
+            item_sem = torch.as_tensor(np.concatenate([[0], sem]), dtype=torch.long)
+            self.metacode_history = list(metacode["history"])
+            book, book_init = metacode["metacode"], metacode["init"]
         else:
-            self.logger.warning(
-                "SOLID: no item text (text_fields=%s); semantic IDs from collaborative embeddings only",
-                config_value(config, "text_fields", []),
-            )
-        self.stage_timings["text_embeddings"] = time.time() - t
+            item_sem = torch.zeros(self.n_items, dtype=torch.long)
+            book = book_init = torch.zeros(n_semantic, d)
+        self.n_semantic = n_semantic
+        self.register_buffer("item_sem", item_sem)
+        self.register_buffer("metacode", torch.as_tensor(book))
+        self.register_buffer("metacode_init", torch.as_tensor(book_init), persistent=False)
+        dims = [d] * (self.n_dynamic_layers + 1)
+        self.sem_generator = DynamicLayerGenerator(d, dims, **self.generator_kwargs)
+        self.code_decoder = nn.Sequential(nn.Linear(d, 2 * d), nn.LeakyReLU(), nn.Linear(2 * d, d))
+        # codebook = semantic-ID embedding table of both the semantic trunk and SCL; row 0 = padding
+        self.codebook = nn.Embedding(self.n_semantic + 1, d, padding_idx=0)
+        with torch.no_grad():
+            self.codebook.weight.zero_()
+            self.codebook.weight[1:] = self.metacode
+        self.codebook.weight.requires_grad_(not self.freeze_codebook)
+        self.to(self.device)
 
-        t = time.time()
-        cf = collaborative_stage(config, dataset, self.cache_dir, self.show_progress, self.logger)
-        parts.append(standardize(cf["embeddings"][1:]))
-        self.stage_timings["collaborative_embeddings"] = time.time() - t
-
-        t = time.time()
-        x = torch.cat(parts, dim=1)
-        codebook_size = int(config_value(config, "semantic_vocab", 64))
-        rq_kwargs = dict(
-            in_dim=int(x.shape[1]), code_dim=int(config_value(config, "code_dim", 32)), n_levels=int(config_value(config, "semantic_levels", 1)),
-            codebook_size=codebook_size, hidden_dims=[int(h) for h in config_value(config, "rqvae_hidden_sizes", [256, 128])],
-            beta=float(config_value(config, "rqvae_beta", 0.25)),
-        )
-        fit_kwargs = dict(
-            epochs=int(config_value(config, "rqvae_epochs", 200)), batch_size=int(config_value(config, "rqvae_batch_size", 1024)),
-            lr=float(config_value(config, "rqvae_learning_rate", 1e-3)), seed=self.seed,
-        )
-        self.tokenizer = self._fit_tokenizer(x, rq_kwargs, fit_kwargs, device)
-        self.tokenizer.requires_grad_(False)  # fitted once; not trained with the recommender
-        codes = self.tokenizer.encode(x).cpu().numpy()
-        sem, n_semantic = semantic_ids_from_codes(codes, codebook_size)
-        item_sem = np.concatenate([[0], sem])
-        sizes = np.bincount(sem, minlength=n_semantic + 1)[1:]
-        self.semantic_codes = codes
-        self.semantic_stats = {
-            "n_semantic_ids": n_semantic,
-            "items_per_id_mean": float(sizes.mean()),
-            "items_per_id_max": int(sizes.max()),
-            "sources": (["text"] if len(parts) == 2 else []) + ["collaborative"],
-            "rqvae": self.tokenizer.level_stats(x),
-        }
-        self.logger.info("SOLID: %d items -> %d semantic IDs (max %d items per ID)", len(sem), n_semantic, int(sizes.max()))
-        self.stage_timings["tokenizer"] = time.time() - t
-        return item_sem, n_semantic
-
-    def _fit_tokenizer(self, x, rq_kwargs, fit_kwargs, device) -> RQVAE:
-        """Fit (or load from the cache) the RQ-VAE; key = inputs + every setting."""
-        key = cache_key(stage="solid_rqvae", x=x.numpy(), rq=rq_kwargs, fit=fit_kwargs)
-        directory = os.path.join(self.cache_dir, f"solid-rqvae-{key}")
-        if os.path.isfile(os.path.join(directory, "rqvae.safetensors")):
-            self.logger.info("SOLID tokenizer: cache hit %s", directory)
-            return RQVAE.load(directory, map_location=device)
-        with torch.random.fork_rng(devices=_rng_devices(device)):
-            torch.manual_seed(fit_kwargs["seed"])
-            tok = RQVAE(**rq_kwargs).to(device)
-        self.logger.info("SOLID tokenizer: fitting RQ-VAE on %d items (%s)", len(x), fit_kwargs)
-        tok.fit(x, show_progress=self.show_progress, logger=self.logger, **fit_kwargs)
-        tok.save(directory)
-        tok.eval()
-        return tok
-
-    def _pretrain_metacode(self, config, dataset):
-        """Stage 4 (SML): train :class:`SemanticMetacodeNet` on semantic sequences; return
-        ``(metacode [V, d], its initial value [V, d], loss per epoch)`` (cached)."""
-        device = config["device"]
-        inter = dataset.inter_feat
-        seqs, lens, targets = inter[self.ITEM_SEQ], inter[self.ITEM_SEQ_LEN], inter[self.ITEM_ID]
-        settings = dict(
-            d=self.hidden_size, n_dynamic_layers=self.n_dynamic_layers, encoder=self.encoder_kwargs, generator=self.generator_kwargs,
-            epochs=int(config_value(config, "metacode_epochs", 3)), lr=float(config_value(config, "metacode_learning_rate", 1e-3)),
-            batch_size=int(config_value(config, "metacode_batch_size", 1024)), neg=int(config_value(config, "metacode_neg_samples", 1)),
-        )
-        key = cache_key(stage="solid_metacode", item_sem=self.item_sem.numpy(), seqs=seqs.numpy(), lens=lens.numpy(),
-                        targets=targets.numpy(), settings=settings, seed=self.seed)
-        cache = ArrayCache(self.cache_dir)
-        hit = cache.load("solid_metacode", key)
-        if hit is not None:
-            self.logger.info("SOLID metacode: cache hit %s", cache.path("solid_metacode", key))
-            return torch.as_tensor(hit["metacode"]), torch.as_tensor(hit["init"]), hit["history"].tolist()
-
-        torch.manual_seed(self.seed)
-        net = SemanticMetacodeNet(self.n_semantic, self.max_seq_length, self.hidden_size, self.encoder_kwargs,
-                                  self.generator_kwargs, self.n_dynamic_layers)
-        for part in (net.sem_embedding, net.encoder, net.target_tower):  # as the primary model's static parts
-            part.apply(self._init_weights)
-        init = net.sem_embedding.weight.detach()[1:].clone()
-        net.to(device).train()
-        opt = torch.optim.Adam(net.parameters(), lr=settings["lr"])
-        item_sem = self.item_sem.to(device)
-        n, bs, n_neg = len(targets), settings["batch_size"], settings["neg"]
-        history = []
-        for epoch in range(settings["epochs"]):
-            perm = torch.randperm(n)
-            total = 0.0
-            for start in range(0, n, bs):
-                idx = perm[start:start + bs]
-                seq = item_sem[seqs[idx].to(device)]
-                pos = item_sem[targets[idx].to(device)].unsqueeze(1)
-                neg = item_sem[torch.randint(1, self.n_items, (len(idx), n_neg), device=device)]
-                logits = net(seq, lens[idx].to(device), torch.cat([pos, neg], 1))
-                labels = torch.zeros_like(logits)
-                labels[:, 0] = 1.0
-                # a negative in the positive's semantic ID would be a contradictory label: drop it
-                weight = torch.cat([torch.ones_like(pos, dtype=logits.dtype), (neg != pos).to(logits.dtype)], 1)
-                loss = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weight).sum() / weight.sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            history.append(total / max(n, 1))
-            self.logger.info("SOLID metacode: epoch %d/%d loss %.4f", epoch + 1, settings["epochs"], history[-1])
-        metacode = net.sem_embedding.weight.detach()[1:].cpu().clone()
-        cache.save("solid_metacode", key, {"metacode": metacode.numpy(), "init": init.numpy(), "history": np.asarray(history, dtype=np.float64)},
-                   meta={"settings": settings})
-        return metacode, init, history
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """A model built without stages (RecBole's ``load_data_and_model``) sizes its semantic modules from the checkpoint."""
+        if self.use_semantics and not self.n_semantic and "metacode" in state_dict:
+            self._build_semantics(None, None, 0, n_semantic=int(state_dict["metacode"].shape[0]))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ------------------------------------------------------------------ model
     def quantize(self, hist_emb: torch.Tensor, item_seq: torch.Tensor):
