@@ -1,6 +1,6 @@
 """Plugin-aware RecBole configuration.
 
-:class:`FlexConfig` is RecBole's :class:`recbole.config.Config` with three additions:
+:class:`FlexConfig` is RecBole's :class:`recbole.config.Config` with four additions:
 
 * it resolves the plugin's models (``FlexCode``, ``SOLID``) as well as RecBole's own;
 * it layers the plugin's ``properties/`` (protocol, dataset and plugin-model YAMLs) between
@@ -8,31 +8,46 @@
   RecBole internals < plugin properties < ``config_file_list`` < ``config_dict`` < ``--key=value``;
   RecBole's own models keep their own model defaults;
 * it takes command-line overrides as an explicit list (never by reading ``sys.argv`` behind the
-  caller's back) and parses their values with ``yaml.safe_load`` instead of RecBole's ``eval``.
+  caller's back) and parses their values with ``yaml.safe_load`` instead of RecBole's ``eval``;
+* it validates the configuration when it is built (unknown keys, types, ranges, choices, cross-key
+  rules, malformed files; :mod:`recbole_flexcode.config_check`), so a bad input is one
+  :class:`ConfigError` before any dataset is loaded or stage trained.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import importlib.util
 import os
 import re
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import yaml
 from recbole.config import Config
 
 import recbole_flexcode  # noqa: F401  (applies the compatibility fixes)
-
-PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
-if not PROPERTIES_DIR.is_dir():  # running from a source checkout without install
-    PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
+from recbole_flexcode import config_check
+from recbole_flexcode.config_check import (  # noqa: F401  (re-exported: one home for these names)
+    PROPERTIES_DIR,
+    ConfigError,
+    _Loader,
+    load_yaml,
+)
 
 #: Models provided by this plugin: name -> "module:Class".
 PLUGIN_MODELS = {
     "FlexCode": "recbole_flexcode.model.flexcode:FlexCode",
     "SOLID": "recbole_flexcode.model.solid:SOLID",
 }
+
+#: RecBole model families searched for a model name (``exlib_recommender`` only for its own two
+#: models: looking there imports lightgbm / xgboost, whose absence says nothing about the name).
+_RECBOLE_FAMILIES = ("general_recommender", "context_aware_recommender", "sequential_recommender",
+                     "knowledge_aware_recommender")
+_RECBOLE_EXLIB = ("lightgbm", "xgboost")
+#: Named in the unknown-model message as examples.
+_RECBOLE_EXAMPLES = ("SASRec", "BERT4Rec", "GRU4Rec", "Caser", "BPR", "LightGCN", "Pop")
 
 
 def config_value(config, key: str, default=None):
@@ -41,8 +56,27 @@ def config_value(config, key: str, default=None):
     return default if value is None else value
 
 
-class ConfigError(ValueError):
-    """A user-facing configuration problem (unknown model, missing dataset, bad override)."""
+def recbole_model_names() -> list[str]:
+    """RecBole's model names, from its ``properties/model/*.yaml`` (nothing imported)."""
+    import recbole
+
+    folder = os.path.join(os.path.dirname(recbole.__file__), "properties", "model")
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml") and f[:-5] not in _RECBOLE_EXLIB)
+
+
+def _unknown_model(name) -> ConfigError:
+    known = sorted(PLUGIN_MODELS)
+    recbole_names = recbole_model_names()
+    hint = ""
+    if isinstance(name, str):
+        by_lower = {n.lower(): n for n in known + recbole_names}
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.75)
+        if close:
+            hint = f"; did you mean {by_lower[close[0]]}?"
+    return ConfigError(
+        f"unknown model '{name}': plugin models are {', '.join(known)}; RecBole models include "
+        f"{', '.join(_RECBOLE_EXAMPLES)} ({len(recbole_names)} in all){hint}"
+    )
 
 
 def get_model_class(name: str):
@@ -54,38 +88,23 @@ def get_model_class(name: str):
         except ModuleNotFoundError as exc:
             raise ConfigError(f"model '{name}' is not available in this version ({exc})") from exc
         return getattr(module, class_name)
-    from recbole.utils import get_model
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise _unknown_model(name)
+    if name in _RECBOLE_EXLIB:
+        from recbole.utils import get_model
 
-    try:
-        return get_model(name)
-    except (ValueError, ImportError, AttributeError) as exc:
-        # RecBole's lookup also imports optional model families (lightgbm, xgboost): keep the cause
-        known = ", ".join(sorted(PLUGIN_MODELS))
-        raise ConfigError(
-            f"unknown model '{name}': not a plugin model ({known}) nor a RecBole model ({exc})"
-        ) from exc
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML with RecBole's float rule, so ``1e-3`` is a float as in RecBole's own files."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def load_yaml(text_or_stream):
-    return yaml.load(text_or_stream, Loader=_Loader)
+        try:
+            return get_model(name)
+        except ImportError as exc:
+            raise ConfigError(f"model '{name}' needs the optional package {name} ({exc})") from exc
+    for family in _RECBOLE_FAMILIES:
+        module_path = f"recbole.model.{family}.{name.lower()}"
+        if importlib.util.find_spec(module_path) is None:
+            continue
+        model_class = getattr(importlib.import_module(module_path), name, None)
+        if isinstance(model_class, type):
+            return model_class
+    raise _unknown_model(name)
 
 
 def parse_overrides(args: Iterable[str]) -> dict:
@@ -107,9 +126,13 @@ def parse_overrides(args: Iterable[str]) -> dict:
     return out
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path) -> dict:
     with open(path, "r", encoding="utf-8") as f:
         return load_yaml(f) or {}
+
+
+#: RecBole's own Config raises these for inputs it rejects; FlexConfig reports them as ConfigError.
+_RECBOLE_INPUT_ERRORS = (ValueError, TypeError, KeyError, NotImplementedError, RuntimeError)
 
 
 class FlexConfig(Config):
@@ -127,17 +150,41 @@ class FlexConfig(Config):
             self._plugin_cmd = dict(cmd_args)
         else:
             self._plugin_cmd = parse_overrides(cmd_args or [])
-        for f in config_file_list or []:
-            if not os.path.isfile(f):
-                raise ConfigError(f"config file not found: {f}")
+        if isinstance(config_file_list, str):
+            config_file_list = [config_file_list]
+        # read here, so a missing or malformed file is one ConfigError line (RecBole's reader raises)
+        self._plugin_files = [(str(f), config_check.read_config_file(f)) for f in config_file_list or []]
+        if config_dict is not None and not isinstance(config_dict, dict):
+            raise ConfigError(f"config_dict must be a dict of setting: value, got {type(config_dict).__name__}")
         if isinstance(model, str):
             model = get_model_class(model)
         elif model is None:
             name = self._plugin_cmd.get("model") or (config_dict or {}).get("model")
+            for _, data in reversed(self._plugin_files):
+                name = name or data.get("model")
             if name is None:
                 raise ConfigError("no model given (use --model=NAME)")
             model = get_model_class(name)
-        super().__init__(model, dataset, list(config_file_list or []), config_dict)
+        self._flex_validate = True  # _load_internal_config_dict checks the user's settings (not compat's plain Config)
+        self.config_warnings: list[str] = []
+        try:
+            super().__init__(model, dataset, [f for f, _ in self._plugin_files], config_dict)
+        except ConfigError:
+            raise
+        except _RECBOLE_INPUT_ERRORS as exc:
+            # what RecBole's own checks refuse (an unknown metric, a bad split...): one line too
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise ConfigError(f"invalid configuration: {' '.join(str(message).split())}") from exc
+        for message in self.config_warnings:
+            config_check.logger.warning("config: %s", message)
+
+    def _load_config_files(self, file_list):
+        if "_plugin_files" not in self.__dict__:  # pragma: no cover  (RecBole's own path)
+            return super()._load_config_files(file_list)
+        merged: dict = {}
+        for _, data in self._plugin_files:
+            merged.update(data)
+        return merged
 
     # RecBole reads sys.argv here; we take the overrides given to the constructor instead.
     def _load_cmd_line(self):
@@ -154,6 +201,8 @@ class FlexConfig(Config):
                 self.internal_config_dict.update(layer)
                 if path.parent.name == "dataset":
                     self.parameters["Dataset"] += [k for k in layer if k not in self.parameters["Dataset"]]
+        if self.__dict__.get("_flex_validate"):
+            self._validate(model, model_class, dataset)
         # A partial eval_args (say {mode: uni100}) refines the protocol instead of replacing it
         user_eval = self.external_config_dict.get("eval_args")
         if isinstance(user_eval, dict) and isinstance(self.internal_config_dict.get("eval_args"), dict):
@@ -162,6 +211,17 @@ class FlexConfig(Config):
         loss_type = self.external_config_dict.get("loss_type", self.internal_config_dict.get("loss_type"))
         if loss_type == "CE" and "train_neg_sample_args" not in self.external_config_dict:
             self.internal_config_dict["train_neg_sample_args"] = None
+
+    def _validate(self, model, model_class, dataset) -> None:
+        """Unknown keys, values and cross-key rules of the user's settings (config_check); raises ConfigError."""
+        sources = [(config_check.file_label(path), data) for path, data in self._plugin_files]
+        sources += [(config_check.dict_label, self.variable_config_dict),
+                    (config_check.cmd_label, self.cmd_config_dict)]
+        ctx = config_check.Context(
+            model=model, model_class=model_class, dataset=dataset, plugin_model=model in PLUGIN_MODELS,
+            internal=self.internal_config_dict, sources=sources,
+        )
+        self.config_warnings = config_check.validate(ctx, self.external_config_dict)
 
     def _set_default_parameters(self):
         super()._set_default_parameters()

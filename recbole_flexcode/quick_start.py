@@ -265,15 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default: ml-100k)")
     parser.add_argument("--config_files", default=None, help="space-separated YAML config files")
     parser.add_argument("--result_file", default=None, help="where to write the JSON results")
+
+    def one_line_error(message):  # main() prints it as one "error:" line (argparse: usage block, exit 2)
+        raise ConfigError(message)
+
+    parser.error = one_line_error
     return parser
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    config_files = args.config_files.split() if args.config_files else None
     try:
+        # every bad input (argument, key, value, file, model, dataset) is a ConfigError raised while the
+        # configuration is built, so it fails before any dataset is loaded or stage trained
+        args, rest = parser.parse_known_args(argv)
+        config_files = args.config_files.split() if args.config_files else None
         result = run(
             args.model,
             args.dataset,
@@ -283,7 +290,7 @@ def main(argv=None) -> int:
             command="python run_flexcode.py " + " ".join(shlex.quote(a) for a in argv),
         )
     except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

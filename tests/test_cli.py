@@ -134,6 +134,17 @@ def test_script_unknown_model_subprocess(tiny_data):
     assert proc.stdout.strip() == ""
 
 
+def test_script_bad_setting_subprocess(tiny_data):
+    """The real script: one line, status 2, no traceback, no log noise, for a typo'd setting."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "run_flexcode.py", "--token_budgett=4", "--dataset=ml-tiny", f"--data_path={tiny_data}"],
+        cwd=str(REPO), env=env, capture_output=True, text=True, timeout=300,
+    )
+    _assert_one_line_error(proc.returncode, proc.stderr, "--token_budgett", "did you mean --token_budget?")
+    assert proc.stdout.strip() == ""
+
+
 @pytest.mark.parametrize(
     "args, needles",
     [
@@ -202,3 +213,93 @@ def test_runs_started_in_the_same_second_keep_their_own_checkpoints(tiny_data, t
     first, second = (Path(r["checkpoint"]) for r in results)
     assert first != second and first.is_file() and second.is_file()
     assert first.name.startswith("SASRec-Nov-24-2026_10-00-00-seed") and first.parent == tmp_path / "saved"
+
+
+# ------------------------------------------------------ bad settings: refused before any data
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Loading the dataset (or preparing it) fails the test: a bad input must be refused before."""
+    import recbole.data
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the dataset was loaded: the bad input was not refused first")
+
+    monkeypatch.setattr(recbole.data, "create_dataset", loaded)
+    monkeypatch.setattr(recbole.data, "data_preparation", loaded)
+
+
+def _bad_file(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+BAD_CLI = [
+    (["--token_budgett=4"], ["unknown setting --token_budgett for FlexCode", "did you mean --token_budget?"]),
+    (["--model=SASRec", "--token_budget=4"], ["unknown setting --token_budget for SASRec", "FlexCode"]),
+    (["--model=FlexCode", "--z_size=4"], ["--z_size", "SOLID"]),
+    (["--token_budget=abc"], ["--token_budget", "an int in 1..8", "'abc'"]),
+    (["--learning_rate=abc"], ["--learning_rate", "a number > 0", "'abc'"]),
+    (["--model=SASRec", "--learning_rate=abc"], ["--learning_rate", "a number > 0"]),
+    (["--token_budget=3.7"], ["--token_budget", "an int in 1..8", "3.7"]),
+    (["--token_budget=9"], ["--token_budget", "an int in 1..8"]),
+    (["--codebook_size=1"], ["--codebook_size", "an int >= 2"]),
+    (["--model=SASRec", "--epochs=-1"], ["--epochs", "an int >= 1", "-1"]),
+    (["--model=SASRec", "--train_time_budget=0"], ["--train_time_budget", "a number > 0, or ~"]),
+    (["--model=SASRec", "--stopping_step=0"], ["--stopping_step", "an int >= 1"]),
+    (["--model=SASRec", "--seed=abc"], ["--seed", "an int"]),
+    (["--model=SASRec", "--MAX_ITEM_LIST_LENGTH=0"], ["--MAX_ITEM_LIST_LENGTH", ">= 1"]),
+    (["--rqvae_learning_rate=0"], ["--rqvae_learning_rate", "> 0"]),
+    (["--dropout_prob=1.0"], ["--dropout_prob", ">= 0 and < 1"]),
+    (["--beam_size=5"], ["beam_size (5) must be >= the largest topk (10)"]),
+    (["--variant=fix", "--fixed_cf_tokens=4"], ["fixed_cf_tokens (4) must be between 0 and token_budget (3)"]),
+    (["--variant=bogus"], ["--variant", "full | semantic_only | cf_only | fix | no_align"]),
+    (["--training_mode=sometimes"], ["--training_mode", "staged | joint"]),
+    (["--decode_mode=greedy"], ["--decode_mode", "beam | exact"]),
+    (["--router_mode=sometimes"], ["--router_mode", "expected_loss | decoupled"]),
+    (["--router_loss_balance=mean"], ["--router_loss_balance", "stratum | plain"]),
+    (["--model=SASRec", "--valid_metric=NDCG@20"], ["valid_metric (NDCG@20)", "topk"]),
+    (["--model=SASRec", "--metrics=[Foo]"], ["unknown metric Foo"]),
+    (["--model=Nope"], ["unknown model 'Nope'", "FlexCode", "SOLID", "SASRec"]),
+    (["--model"], ["--model", "expected one argument"]),
+    (["--model=SASRec", "--config_files={broken}"], ["{broken}", "malformed YAML", "line"]),
+    (["--model=SASRec", "--config_files={listing}"], ["{listing}", "expected a mapping", "a list"]),
+    (["--model=SASRec", "--config_files={typo}"], ["unknown setting 'stoping_step' in {typo}", "did you mean stopping_step?"]),
+    (["--model=SASRec", "--config_files={badvalue}"], ["invalid value for 'epochs' in {badvalue}", "an int >= 1"]),
+]
+
+
+@pytest.mark.parametrize("args, needles", BAD_CLI, ids=[" ".join(a) for a, _ in BAD_CLI])
+def test_bad_settings_exit_2_with_one_line_before_any_data(args, needles, tiny_data, tmp_path, capsys, monkeypatch, no_data):
+    monkeypatch.chdir(tmp_path)
+    files = {
+        "broken": _bad_file(tmp_path, "broken.yaml", "epochs: 3\nmetrics: [Recall\n"),
+        "listing": _bad_file(tmp_path, "listing.yaml", "- epochs: 3\n"),
+        "typo": _bad_file(tmp_path, "typo.yaml", "stoping_step: 3\n"),
+        "badvalue": _bad_file(tmp_path, "badvalue.yaml", "epochs: 0\n"),
+    }
+
+    def fill(text):
+        for name, path in files.items():
+            text = text.replace("{" + name + "}", path)
+        return text
+
+    rc = main([fill(a) for a in args] + ["--dataset=ml-tiny", f"--data_path={tiny_data}"])
+    captured = capsys.readouterr()
+    _assert_one_line_error(rc, captured.err, *[fill(n) for n in needles])
+    assert captured.out == ""
+    assert "lightgbm" not in captured.err and "xgboost" not in captured.err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "log").exists()
+
+
+def test_run_refuses_bad_config_dict_before_any_data(tiny_data, tmp_path, monkeypatch, no_data):
+    from recbole_flexcode.config import ConfigError
+    from recbole_flexcode.quick_start import run
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"'token_budgett' in config_dict .*did you mean token_budget\?"):
+        run("FlexCode", "ml-tiny", config_dict={"data_path": str(tiny_data), "token_budgett": 4})
+    with pytest.raises(ConfigError, match="epochs"):
+        run("SASRec", "ml-tiny", config_dict={"data_path": str(tiny_data)}, cmd_args={"epochs": -1})
