@@ -261,7 +261,7 @@ def main(argv=None) -> int:
                 "seed": config["seed"], "model": config["model"]}
         n_strata = int(config["lb_strata"] or 5)
         token_fits = None
-        if is_flexcode(model):
+        if _is_flexcode(model):
             token_fits = {"valid": token_fit(model, valid_data),
                           "train": token_fit(model, train_data, max_rows=args.max_rows)}
             diag["token_fit"] = token_fits
@@ -272,7 +272,7 @@ def main(argv=None) -> int:
         diag["stratum_fit"] = fits
         print(format_stratum_fit(fits, token_fits))
         return _write(args.out, diag)
-    if not is_flexcode(model):
+    if not _is_flexcode(model):
         print(f"error: {config['model']} has no split diagnostic (FlexCode only)", file=sys.stderr)
         return 2
     if args.decode_check > 0:
@@ -297,7 +297,7 @@ def main(argv=None) -> int:
     return _write(args.out, diag)
 
 
-def is_flexcode(model) -> bool:
+def _is_flexcode(model) -> bool:
     return type(model).__name__ == "FlexCode"
 
 

@@ -23,6 +23,8 @@ import torch.nn as nn
 import recbole_flexcode  # noqa: F401  (compatibility fixes first)
 from recbole_flexcode.config import FlexConfig
 from recbole_flexcode.embeddings import text as text_mod
+from recbole_flexcode.analysis.flexcode import export_artifacts, report, split_losses, token_fit, trie_path_scores
+from recbole_flexcode.pipeline import prepare, stages_of
 from recbole_flexcode.tokenizer.dual import DualCodebookTokenizer
 from recbole_flexcode.tokenizer.router import level_masks
 from conftest import tiny_config
@@ -94,6 +96,8 @@ def flex(tiny_data, tmp_path_factory):
         train, valid, test = data_preparation(config, dataset)
         init_seed(config["seed"], config["reproducibility"])
         t = time.time()
+        prepare(config, train._dataset)
+        init_seed(config["seed"], config["reproducibility"])
         model = FlexCode(config, train._dataset)
         build_s = time.time() - t
     model.eval()
@@ -114,6 +118,7 @@ def make_model(flex, **overrides):
 
     config = FlexConfig("FlexCode", "ml-tiny", config_dict={**flex["cfg"], **overrides})
     with single_thread():
+        prepare(config, flex["train"]._dataset)
         init_seed(config["seed"], config["reproducibility"])
         return FlexCode(config, flex["train"]._dataset)
 
@@ -149,7 +154,7 @@ def mixed_split_model(model, seed=0):
     """A copy whose items are spread over all L+1 splits (an untrained router picks split 0)."""
     m = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(seed)
-    m.router = FixedRouter(torch.softmax(3 * torch.randn(m.n_items, m.budget + 1, generator=gen), -1))
+    m.split_policy.router = FixedRouter(torch.softmax(3 * torch.randn(m.n_items, m.budget + 1, generator=gen), -1))
     return m
 
 
@@ -171,33 +176,33 @@ def test_construction_stages_and_shapes(flex):
     m = flex["model"]
     n = flex["dataset"].item_num
     assert m.n_items == n
-    assert m.paths.shape == (L + 1, n, L + 1)
-    assert m.cf_tokens.shape == m.sem_tokens.shape == (n, L)
-    assert m.features.shape == (n, 4) and torch.all(m.features[0] == 0)
-    assert float(m.features[1:].min()) >= 0 and float(m.features[1:].max()) <= 1
-    assert set(m.stage_timings) == {"text_embeddings", "collaborative_embeddings", "tokenizer"}
-    assert len(m.collision_stats) == L + 1
-    assert m.strata.shape == (n - 1,) and int(m.strata.max()) < m.n_strata
+    assert m.tokenizer.paths.shape == (L + 1, n, L + 1)
+    assert m.tokenizer.level_tokens("collaborative").shape == m.tokenizer.level_tokens("semantic").shape == (n, L)
+    assert m.split_policy.features.shape == (n, 4) and torch.all(m.split_policy.features[0] == 0)
+    assert float(m.split_policy.features[1:].min()) >= 0 and float(m.split_policy.features[1:].max()) <= 1
+    assert set(stages_of(flex["train"]._dataset).timings) >= {"text_embeddings", "collaborative_embeddings", "tokenizer"}
+    assert len(m.tokenizer.spec["collisions"]) == L + 1
+    assert m.split_policy.strata.shape == (n - 1,) and int(m.split_policy.strata.max()) < m.split_policy.n_strata
     # staged training: the tokenizer is frozen
     assert not any(p.requires_grad for p in m.tokenizer.parameters())
     # semantic codes come from the text of the items: the tokenizer saw 384-d MiniLM vectors
-    assert m.tokenizer.kwargs["sem_dim"] == 384 and m.tokenizer.kwargs["cf_dim"] == 16
+    assert m.tokenizer.spec["sources"] == {"semantic": {"dims": [384]}, "collaborative": {"dims": [16]}}
 
 
 def test_split_paths_unique_and_well_formed(flex):
     m = flex["model"]
-    lay = m.layout
-    real = m.paths[:, 1:]
+    lay = m.tokenizer.layout
+    real = m.tokenizer.paths[:, 1:]
     for s in range(L + 1):
         p = real[s]
         assert torch.unique(p, dim=0).shape[0] == m.n_items - 1, s
-        assert torch.equal(p[:, :s], m.cf_tokens[1:, :s])
-        assert torch.equal(p[:, s:L], m.sem_tokens[1:, : L - s])
+        assert torch.equal(p[:, :s], m.tokenizer.level_tokens("collaborative")[1:, :s])
+        assert torch.equal(p[:, s:L], m.tokenizer.level_tokens("semantic")[1:, : L - s])
         assert int(p[:, -1].min()) >= lay.disamb_offset and int(p[:, -1].max()) < lay.vocab_size
     # paths of different splits never coincide
     assert torch.unique(real.reshape(-1, L + 1), dim=0).shape[0] == (L + 1) * (m.n_items - 1)
     assert int(real.min()) >= 1  # BOS is never a target
-    for st in m.collision_stats:
+    for st in m.tokenizer.spec["collisions"]:
         assert 0.0 <= st["collision_rate"] <= 1.0
         assert lay.n_disamb >= st["max_group_size"]
 
@@ -206,31 +211,31 @@ def test_trie_accepts_exactly_the_inference_paths(flex):
     m = mixed_split_model(flex["model"])
     splits = m.item_splits()[1:]
     assert len(torch.unique(splits)) == L + 1  # every split in use
-    trie = m._get_trie()
-    paths, items = m._inference_paths()
+    trie = m.tokenizer.trie(m.item_splits())
+    paths, items = m.inference_paths()
     assert len(trie) == m.n_items - 1 and torch.equal(items, torch.arange(1, m.n_items))
     for item, path in zip(items.tolist(), paths.tolist()):
         assert trie.item_of(path) == item
-        assert path == m.paths[splits[item - 1], item].tolist()
+        assert path == m.tokenizer.paths[splits[item - 1], item].tolist()
     # the paths of other splits are not in the trie
     gen = torch.Generator().manual_seed(1)
     for item in torch.randint(1, m.n_items, (50,), generator=gen).tolist():
         for s in range(L + 1):
             if s != int(splits[item - 1]):
-                assert not trie.contains(m.paths[s, item].tolist())
+                assert not trie.contains(m.tokenizer.paths[s, item].tolist())
     # random token paths are rejected
     real = {tuple(p) for p in paths.tolist()}
     rejected = 0
     for _ in range(200):
-        p = torch.randint(1, m.layout.vocab_size, (L + 1,), generator=gen).tolist()
+        p = torch.randint(1, m.tokenizer.layout.vocab_size, (L + 1,), generator=gen).tolist()
         if tuple(p) not in real:
             assert not trie.contains(p)
             rejected += 1
     assert rejected > 150
     assert not trie.contains(paths[0, :-1].tolist())  # a prefix is not an item
     # a router change rebuilds the trie
-    m.router = FixedRouter(torch.nn.functional.one_hot(torch.full((m.n_items,), L), L + 1).float())
-    assert m._get_trie().item_of(m.paths[L, 1].tolist()) == 1
+    m.split_policy.router = FixedRouter(torch.nn.functional.one_hot(torch.full((m.n_items,), L), L + 1).float())
+    assert m.tokenizer.trie(m.item_splits()).item_of(m.tokenizer.paths[L, 1].tolist()) == 1
 
 
 # ----------------------------------------------------------------------------- loss and gradients
@@ -243,9 +248,9 @@ def test_calculate_loss_gradients_staged(flex):
         loss = m.calculate_loss(flex["train_batch"])
         assert loss.dim() == 0 and torch.isfinite(loss)
         loss.backward()
-    router_grads = [p.grad for p in m.router.parameters()]
+    router_grads = [p.grad for p in m.split_policy.router.parameters()]
     assert any(g is not None and g.abs().sum() > 0 for g in router_grads)
-    assert m.router.mlp[-1].weight.grad.abs().sum() > 0
+    assert m.split_policy.router.mlp[-1].weight.grad.abs().sum() > 0
     gen_grads = [p.grad for p in m.generator.parameters() if p.grad is not None]
     assert gen_grads and sum(float(g.abs().sum()) for g in gen_grads) > 0
     assert all(p.grad is None for p in m.tokenizer.parameters())
@@ -368,31 +373,32 @@ def test_predict_equals_exact_score(flex, trained):
 def test_variants(flex, overrides, split, aligned):
     m = make_model(flex, **overrides)
     budget = overrides.get("token_budget", L)
-    assert m.budget == budget and m.layout.n_levels == budget
-    assert m.paths.shape == (budget + 1, m.n_items, budget + 1)
+    assert m.budget == budget and m.tokenizer.layout.n_levels == budget
+    assert m.tokenizer.paths.shape == (budget + 1, m.n_items, budget + 1)
     for s in range(budget + 1):
-        assert torch.unique(m.paths[s, 1:], dim=0).shape[0] == m.n_items - 1
+        assert torch.unique(m.tokenizer.paths[s, 1:], dim=0).shape[0] == m.n_items - 1
     splits = m.item_splits()[1:]
     if split is not None:
-        assert m.fixed_split == split
+        assert m.variant.fixed_split == split
         assert torch.all(splits == split)
         probs = m.split_probs()
         assert torch.all(probs[:, split] == 1)
-        paths, items = m._inference_paths()
-        assert torch.equal(paths, m.paths[split, items])
+        paths, items = m.inference_paths()
+        assert torch.equal(paths, m.tokenizer.paths[split, items])
     else:
-        assert m.fixed_split is None
+        assert m.variant.fixed_split is None
         assert int(splits.min()) >= 0 and int(splits.max()) <= budget
     if aligned:
-        assert m.align_weight == pytest.approx(0.1) and m.tokenizer.align_weight == pytest.approx(0.1)
+        assert m.variant.aligned and m.tokenizer.codebooks.dual.align_weight == pytest.approx(0.1)
     else:
-        assert m.align_weight == 0.0 and m.tokenizer.align_weight == 0.0
+        assert not m.variant.aligned and m.tokenizer.codebooks.dual.align_weight == 0.0
     m.train()
     with single_thread():
         loss = m.calculate_loss(flex["train_batch"])
         assert torch.isfinite(loss)
         loss.backward()
-    router_used = any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.router.parameters())
+    router = getattr(m.split_policy, "router", None)  # fixed splits have none
+    router_used = router is not None and any(p.grad is not None and p.grad.abs().sum() > 0 for p in router.parameters())
     assert router_used == (split is None)
     m.eval()
     with single_thread(), torch.no_grad():
@@ -424,17 +430,18 @@ def test_joint_training_updates_the_tokenizer(flex):
         loss = m.calculate_loss(batch)
         assert torch.isfinite(loss)
         loss.backward()
-    for part in (m.tokenizer.semantic.encoder, m.tokenizer.collaborative.encoder, m.tokenizer.alignment):
+    dual = m.tokenizer.codebooks.dual
+    for part in (dual.semantic.encoder, dual.collaborative.encoder, dual.alignment):
         grads = [p.grad for p in part.parameters()]
         assert any(g is not None and g.abs().sum() > 0 for g in grads)
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.router.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.split_policy.router.parameters())
     # the joint loss is the staged loss plus the tokenizer terms on the batch's items
-    staged = make_model(flex, min_disamb_tokens=m.layout.n_disamb)  # joint mode reserves disambiguation headroom
+    staged = make_model(flex, min_disamb_tokens=m.tokenizer.layout.n_disamb)  # joint mode reserves disambiguation headroom
     staged.load_state_dict(m.state_dict())
     staged.train(False), m.train(False)
     with torch.no_grad():
-        items = torch.unique(batch["item_id"]) - 1
-        tok = m.tokenizer.loss(m._sem_x[items], m._cf_x[items])["total"]
+        items = torch.unique(batch["item_id"])
+        tok = m.tokenizer.loss(items)
         torch.testing.assert_close(m.calculate_loss(batch), staged.calculate_loss(batch) + tok, atol=1e-4, rtol=1e-4)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     m.train()
@@ -445,8 +452,9 @@ def test_joint_training_updates_the_tokenizer(flex):
             loss.backward()
             opt.step()
     changed = [k for k, v in m.tokenizer.state_dict().items() if not torch.equal(v, before[k])]
-    assert any(k.startswith("semantic.") for k in changed) and any(k.startswith("collaborative.") for k in changed)
-    assert any(k.startswith("alignment.") for k in changed)
+    assert any(k.startswith("codebooks.dual.semantic.") for k in changed)
+    assert any(k.startswith("codebooks.dual.collaborative.") for k in changed)
+    assert any(k.startswith("codebooks.dual.alignment.") for k in changed)
 
 
 def test_joint_training_survives_recoding(flex):
@@ -456,18 +464,18 @@ def test_joint_training_survives_recoding(flex):
     batch = flex["train_batch"]
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     m.train()
-    recode = mock.patch.object(type(m), "_recode", autospec=True, side_effect=type(m)._recode)
+    recode = mock.patch.object(type(m.tokenizer), "recode", autospec=True, side_effect=type(m.tokenizer).recode)
     with single_thread(), recode as spy:
         for step in range(1, 5):
             loss = m.calculate_loss(batch)
             assert torch.isfinite(loss)
             assert spy.call_count == step // 2  # re-encoded at steps 2 and 4
             if step % 2 == 0:  # the targets now follow the current codebooks
-                sem_codes, cf_codes = m.tokenizer.encode(m._sem_x, m._cf_x)
-                assert torch.equal(m.cf_tokens[1:], m.layout.level_tokens(cf_codes, semantic=False))
-                assert torch.equal(m.sem_tokens[1:], m.layout.level_tokens(sem_codes, semantic=True))
+                codes = m.tokenizer.codebooks.encode(m.tokenizer.inputs())
+                assert torch.equal(m.tokenizer.level_tokens("collaborative")[1:], m.tokenizer.layout.level_tokens(codes["collaborative"], semantic=False))
+                assert torch.equal(m.tokenizer.level_tokens("semantic")[1:], m.tokenizer.layout.level_tokens(codes["semantic"], semantic=True))
                 for s in range(L + 1):
-                    assert torch.unique(m.paths[s, 1:], dim=0).shape[0] == m.n_items - 1
+                    assert torch.unique(m.tokenizer.paths[s, 1:], dim=0).shape[0] == m.n_items - 1
             opt.zero_grad()
             loss.backward()  # the step that re-encoded must still backpropagate
             opt.step()
@@ -486,7 +494,7 @@ def test_second_construction_hits_every_cache(flex):
         m = make_model(flex)
         elapsed = time.time() - t
     ref = flex["model"]
-    assert torch.equal(m.paths, ref.paths) and torch.equal(m.features, ref.features)
+    assert torch.equal(m.tokenizer.paths, ref.tokenizer.paths) and torch.equal(m.split_policy.features, ref.split_policy.features)
     for (k, v), (k2, v2) in zip(m.tokenizer.state_dict().items(), ref.tokenizer.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k
     assert elapsed < max(10.0, 0.5 * flex["build_s"]), (elapsed, flex["build_s"])
@@ -526,7 +534,7 @@ def test_text_field_change_invalidates_text_cache(flex):
 
 def test_export_artifacts(flex, tmp_path):
     m = mixed_split_model(flex["model"])
-    written = m.export_artifacts(str(tmp_path / "art"))
+    written = export_artifacts(m, str(tmp_path / "art"))
     csv_path, png_path = tmp_path / "art" / "item_splits.csv", tmp_path / "art" / "split_vs_popularity.png"
     assert sorted(written) == sorted([str(csv_path), str(png_path)])
     with open(csv_path, newline="", encoding="utf-8") as f:
@@ -543,7 +551,7 @@ def test_export_artifacts(flex, tmp_path):
 
 
 def test_report(flex):
-    rep = flex["model"].report()
+    rep = report(flex["model"])
     assert rep["variant"] == "full" and rep["token_budget"] == L
     assert sum(rep["split_histogram"]) == flex["model"].n_items - 1
     assert len(rep["collisions"]) == L + 1
@@ -630,7 +638,7 @@ def test_router_warmup_trains_every_split_and_leaves_the_router_alone(flex):
             m.zero_grad(set_to_none=True)
             loss = m.calculate_loss(batch)
             loss.backward()
-            router_grad = sum(float(p.grad.abs().sum()) for p in m.router.parameters() if p.grad is not None)
+            router_grad = sum(float(p.grad.abs().sum()) for p in m.split_policy.router.parameters() if p.grad is not None)
             if step < 2:
                 assert router_grad == 0.0, f"router trained during warm-up step {step}"
                 # every split weighted equally; no router regularisers
@@ -639,18 +647,18 @@ def test_router_warmup_trains_every_split_and_leaves_the_router_alone(flex):
                 assert router_grad > 0.0, "router not trained after warm-up"
     # every step decodes the target under all L+1 splits
     assert seen_nll_weights == [L + 1] * 3
-    assert m._train_steps == 3
+    assert int(m.split_policy.steps) == 3
     # evaluation never counts as a training step
     m.eval()
     with torch.no_grad():
         m.calculate_loss(batch)
-    assert m._train_steps == 3
+    assert int(m.split_policy.steps) == 3
 
 
 def test_router_warmup_draws_real_one_hot_splits(flex):
     m = make_model(flex, router_warmup_steps=5)
     torch.manual_seed(0)
-    probs = m._warmup_probs()
+    probs = m.split_policy._warmup_plan(flex["train_batch"]["item_id"]).history_probs
     assert probs.shape == (m.n_items, L + 1)
     assert torch.all(probs.sum(1) == 1) and torch.all((probs == 0) | (probs == 1))
     # with ~60 items every split is drawn
@@ -665,9 +673,9 @@ def test_negative_router_warmup_is_refused(flex):
 def test_diagnose_reports_split_losses_per_stratum(flex):
     m = copy.deepcopy(flex["model"])
     with single_thread():
-        d = m.diagnose(flex["valid"])
+        d = split_losses(m, flex["valid"])
     rows = d["strata"]
-    assert len(rows) == m.n_strata
+    assert len(rows) == m.split_policy.n_strata
     n_valid = len(flex["valid"]._dataset.inter_feat)
     assert sum(r["n_targets"] for r in rows) == n_valid
     for r in rows:
@@ -681,9 +689,9 @@ def test_diagnose_reports_split_losses_per_stratum(flex):
     with torch.no_grad():
         for batch in flex["valid"]:
             target = batch[0][m.ITEM_ID]
-            memory, pad, _ = m.forward(batch[0][m.ITEM_SEQ], batch[0][m.ITEM_SEQ_LEN])
-            nlls.append(m.generator.sequence_nll(memory, pad, m.paths[:, target].permute(1, 0, 2)))
-            strata.append(m.strata[target - 1])
+            memory, pad = m.forward(batch[0][m.ITEM_SEQ], batch[0][m.ITEM_SEQ_LEN])
+            nlls.append(m.generator.sequence_nll(memory, pad, m.tokenizer.paths[:, target].permute(1, 0, 2)))
+            strata.append(m.split_policy.strata[target - 1])
     nll, stratum = torch.cat(nlls).double(), torch.cat(strata)
     for r in rows:
         sel = stratum == r["stratum"]
@@ -695,7 +703,7 @@ def test_diagnose_reports_split_losses_per_stratum(flex):
 def test_token_diagnose_splits_the_path_loss_by_position(flex):
     m = copy.deepcopy(flex["model"])
     with single_thread():
-        fit = m.token_diagnose(flex["valid"], topk=5)
+        fit = token_fit(m, flex["valid"], topk=5)
     n_valid = len(flex["valid"]._dataset.inter_feat)
     assert fit["rows"] == n_valid and sum(g["n_rows"] for g in fit["groups"]) == n_valid
     splits = m.item_splits()
@@ -704,9 +712,9 @@ def test_token_diagnose_splits_the_path_loss_by_position(flex):
     with torch.no_grad():
         for batch in flex["valid"]:
             target = batch[0][m.ITEM_ID]
-            memory, pad, _ = m.forward(batch[0][m.ITEM_SEQ], batch[0][m.ITEM_SEQ_LEN])
-            nll.append(m.generator.sequence_nll(memory, pad, m.paths[splits[target], target][:, None])[:, 0])
-            keys.append(torch.stack([m.strata[target - 1], splits[target]], 1))
+            memory, pad = m.forward(batch[0][m.ITEM_SEQ], batch[0][m.ITEM_SEQ_LEN])
+            nll.append(m.generator.sequence_nll(memory, pad, m.tokenizer.paths[splits[target], target][:, None])[:, 0])
+            keys.append(torch.stack([m.split_policy.strata[target - 1], splits[target]], 1))
     nll, keys = torch.cat(nll).double(), torch.cat(keys)
     for g in fit["groups"]:
         sel = (keys[:, 0] == g["stratum"]) & (keys[:, 1] == g["split"])
@@ -720,18 +728,18 @@ def test_token_diagnose_splits_the_path_loss_by_position(flex):
     # the trie-normalised item log-probabilities of one user sum to one over the catalogue
     batch = next(iter(flex["valid"]))[0][torch.arange(1)]
     with torch.no_grad():
-        memory, pad, _ = m.forward(batch[m.ITEM_SEQ], batch[m.ITEM_SEQ_LEN])
+        memory, pad = m.forward(batch[m.ITEM_SEQ], batch[m.ITEM_SEQ_LEN])
         items = torch.arange(1, m.n_items)
-        path = m.paths[splits[items], items]
+        path = m.tokenizer.paths[splits[items], items]
         lp = m.generator.decode_log_probs(memory.expand(len(items), -1, -1), pad.expand(len(items), -1), path[:, None, :-1])[:, 0]
-        nll, above = m.trie_path_scores(lp, path, m._get_trie())
+        nll, above = trie_path_scores(lp, path, m.tokenizer.trie(m.item_splits()))
     total = (-nll.double().sum(1)).exp()
     # exactly one item is top-1 at every step of its path: the greedy decode
     assert int((above == 0).all(1).sum()) == 1
     assert total.sum().item() == pytest.approx(1.0, abs=1e-4)
     # a row cap is honoured on training batches too
     with single_thread():
-        capped = m.token_diagnose(flex["train"], max_rows=7)
+        capped = token_fit(m, flex["train"], max_rows=7)
     assert capped["rows"] == 7 and sum(g["n_rows"] for g in capped["groups"]) == 7
 
 
@@ -742,7 +750,7 @@ def test_history_item_embedding_gives_history_items_their_own_parameters(flex):
     assert m.history_id_embedding.weight.shape == (m.n_items, m.generator.hidden_size)
     probs = m.split_probs()
     # zero at start: the same history representation as the paper's model
-    assert torch.equal(m._item_vectors(probs), m.generator.item_table(m.cf_tokens, m.sem_tokens, *level_masks(probs, L)))
+    assert torch.equal(m._item_vectors(probs), m.generator.item_table(m.tokenizer.level_tokens("collaborative"), m.tokenizer.level_tokens("semantic"), *level_masks(probs, L)))
     m.train()
     batch = flex["train_batch"]
     m.calculate_loss(batch).backward()
@@ -754,12 +762,12 @@ def test_history_item_embedding_gives_history_items_their_own_parameters(flex):
     assert bool(nonzero[in_history].all()) and not bool(nonzero[~in_history].any())
     with torch.no_grad():
         m.history_id_embedding.weight[1:] += 1.0
-    assert not torch.equal(m._item_vectors(probs), m.generator.item_table(m.cf_tokens, m.sem_tokens, *level_masks(probs, L)))
+    assert not torch.equal(m._item_vectors(probs), m.generator.item_table(m.tokenizer.level_tokens("collaborative"), m.tokenizer.level_tokens("semantic"), *level_masks(probs, L)))
 
 
 def test_diagnose_skips_fixed_split_variants(flex):
     m = make_model(flex, variant="cf_only")
-    assert m.diagnose(flex["valid"]) is None
+    assert split_losses(m, flex["valid"]) is None
 
 
 # ----------------------------------------------------------------------------- decoupled router
@@ -771,7 +779,7 @@ def test_router_mode_settings_are_checked(flex):
     with pytest.raises(ValueError, match="warm-up > 0"):
         make_model(flex, router_mode="decoupled", router_warmup_epochs=0)
     # fixed-split variants have no router to decouple: no warm-up needed
-    assert make_model(flex, router_mode="decoupled", variant="fix").router_mode == "decoupled"
+    assert make_model(flex, router_mode="decoupled", variant="fix").variant.fixed_split is not None
     with pytest.raises(ValueError, match="not both"):
         make_model(flex, router_warmup_steps=3, router_warmup_epochs=1)
     with pytest.raises(ValueError, match=">= 0"):
@@ -780,13 +788,13 @@ def test_router_mode_settings_are_checked(flex):
 
 def test_router_warmup_in_epochs_counts_the_trainers_steps(flex):
     steps_per_epoch = len(flex["train"])  # RecBole's training loader: batches per epoch
-    assert make_model(flex, router_warmup_epochs=2).router_warmup_steps == 2 * steps_per_epoch
-    assert make_model(flex, router_warmup_epochs=0.5).router_warmup_steps == math.ceil(0.5 * steps_per_epoch)
-    # the decoupled router's default warm-up is 5 epochs; the expected-loss router has none
-    from recbole_flexcode.model.flexcode import DEFAULT_DECOUPLED_WARMUP_EPOCHS
-
-    assert make_model(flex, router_mode="decoupled").router_warmup_steps == DEFAULT_DECOUPLED_WARMUP_EPOCHS * steps_per_epoch
-    assert flex["model"].router_warmup_steps == 0
+    assert make_model(flex, router_warmup_epochs=2).split_policy.warmup_steps == 2 * steps_per_epoch
+    assert make_model(flex, router_warmup_epochs=0.5).split_policy.warmup_steps == math.ceil(0.5 * steps_per_epoch)
+    # the decoupled router's default warm-up is router_decoupled_warmup_epochs (5); the expected-loss router has none
+    default = flex["config"]["router_decoupled_warmup_epochs"]
+    assert default == 5
+    assert make_model(flex, router_mode="decoupled").split_policy.warmup_steps == default * steps_per_epoch
+    assert flex["model"].split_policy.warmup_steps == 0
 
 
 def test_decoupled_router_fits_the_split_posterior_then_freezes(flex):
@@ -794,8 +802,8 @@ def test_decoupled_router_fits_the_split_posterior_then_freezes(flex):
     # a router that is not uniform, so that the stratum weighting of its loss shows in the value
     torch.manual_seed(5)
     with torch.no_grad():
-        nn.init.normal_(m.router.mlp[-1].weight, std=2.0)
-        nn.init.normal_(m.router.mlp[-1].bias, std=2.0)
+        nn.init.normal_(m.split_policy.router.mlp[-1].weight, std=2.0)
+        nn.init.normal_(m.split_policy.router.mlp[-1].bias, std=2.0)
     m.train()
     batch = flex["train_batch"]
     target = batch[m.POS_ITEM_ID]
@@ -818,27 +826,27 @@ def test_decoupled_router_fits_the_split_posterior_then_freezes(flex):
         loss.backward()
     paths, nll = calls[-1]
     assert paths.shape[1] == L + 1
-    router_grad = sum(float(p.grad.abs().sum()) for p in m.router.parameters() if p.grad is not None)
+    router_grad = sum(float(p.grad.abs().sum()) for p in m.split_policy.router.parameters() if p.grad is not None)
     assert router_grad > 0.0
     with torch.no_grad():
-        probs = m.router(m.features)
+        probs = m.split_policy.router(m.split_policy.features)
         from recbole_flexcode.tokenizer.router import popularity_smoothness, stratified_load_balance
 
         # the router fits the posterior over splits given the target, each stratum weighted equally
         posterior = torch.softmax(-nll, -1)
         ce = -(posterior * probs[target].log()).sum(-1)
-        stratum = m.strata[target - 1]
-        per_stratum = [ce[stratum == k].mean() for k in range(m.n_strata) if bool((stratum == k).any())]
+        stratum = m.split_policy.strata[target - 1]
+        per_stratum = [ce[stratum == k].mean() for k in range(m.split_policy.n_strata) if bool((stratum == k).any())]
         expected = (
             m.arg_weight * nll.mean(-1).mean()
             + torch.stack(per_stratum).mean()
-            + m.lb_weight * stratified_load_balance(probs[1:], m.strata, m.n_strata)
-            + m.smooth_weight * popularity_smoothness(m.router.alpha(probs), m.popularity_order)
+            + m.split_policy.lb_weight * stratified_load_balance(probs[1:], m.split_policy.strata, m.split_policy.n_strata)
+            + m.split_policy.smooth_weight * popularity_smoothness(m.split_policy.router.alpha(probs), m.split_policy.popularity_order)
         )
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
     # the router's term does not reach the generator: its gradients equal those of the uniform loss alone
     full_grads = [p.grad.clone() for p in gen_params]
-    m._train_steps = 0
+    m.split_policy.steps.fill_(0)
     torch.manual_seed(3)
     m.zero_grad(set_to_none=True)
     with single_thread():
@@ -848,7 +856,7 @@ def test_decoupled_router_fits_the_split_posterior_then_freezes(flex):
         assert torch.allclose(p.grad, g, atol=1e-6)
 
     # after the warm-up: one decoder pass per row on the router's split, and no router gradient
-    m._train_steps = 1
+    m.split_policy.steps.fill_(1)
     m.zero_grad(set_to_none=True)
     with single_thread():
         loss = m.calculate_loss(batch)
@@ -856,13 +864,13 @@ def test_decoupled_router_fits_the_split_posterior_then_freezes(flex):
     paths, nll = calls[-1]
     assert paths.shape[1] == 1
     chosen = m.item_splits()[target]
-    assert torch.equal(paths[:, 0], m.paths[chosen, target])
-    assert all(p.grad is None or float(p.grad.abs().sum()) == 0.0 for p in m.router.parameters())
+    assert torch.equal(paths[:, 0], m.tokenizer.paths[chosen, target])
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0.0 for p in m.split_policy.router.parameters())
     assert float(loss) == pytest.approx(m.arg_weight * float(nll[:, 0].mean()), rel=1e-5)
 
 
 def _warmup_memory(m, batch):
-    probs = m._warmup_probs()
+    probs = m.split_policy._warmup_plan(batch["item_id"]).history_probs
     return m.generator.encode_history(m._item_vectors(probs), batch[m.ITEM_SEQ], batch[m.ITEM_SEQ_LEN])
 
 
@@ -875,11 +883,11 @@ def test_router_follows_popularity_dependent_split_losses(flex, mode):
     warmup = 10**6 if mode == "decoupled" else 0
     m = make_model(flex, router_mode=mode, router_warmup_steps=warmup)
     m.train()
-    top = m.n_strata - 1
+    top = m.split_policy.n_strata - 1
     # synthetic split losses: stratum 0 (tail) prefers split 0, the top stratum split L, others split 1
     best = torch.ones(m.n_items, dtype=torch.long)
-    best[1:][m.strata == 0] = 0
-    best[1:][m.strata == top] = L
+    best[1:][m.split_policy.strata == 0] = 0
+    best[1:][m.split_policy.strata == top] = L
     cost = 2.0 + 3.0 * (torch.arange(L + 1).unsqueeze(0) != best.unsqueeze(1)).float()  # [N, L+1]
     current = {}
 
@@ -887,7 +895,7 @@ def test_router_follows_popularity_dependent_split_losses(flex, mode):
         return cost[current["target"]] + 0.0 * memory.sum()
 
     m.generator.sequence_nll = fake_nll
-    opt = torch.optim.Adam(m.router.parameters(), lr=0.01)
+    opt = torch.optim.Adam(m.split_policy.router.parameters(), lr=0.01)
     with single_thread():
         for _ in range(6):
             for batch in flex["train"]:
@@ -896,7 +904,7 @@ def test_router_follows_popularity_dependent_split_losses(flex, mode):
                 m.calculate_loss(batch).backward()
                 opt.step()
     splits = m.item_splits()[1:]
-    tail, head = m.strata == 0, m.strata == top
+    tail, head = m.split_policy.strata == 0, m.split_policy.strata == top
     tail_ok = float((splits[tail] == 0).float().mean())
     head_ok = float((splits[head] == L).float().mean())
     if mode == "decoupled":
@@ -905,8 +913,8 @@ def test_router_follows_popularity_dependent_split_losses(flex, mode):
         assert tail_ok < 0.2
 
 
-def test_stages_only_builds_and_caches_the_stages_without_training(flex, tmp_path, monkeypatch):
-    """``stages_only`` prepares the caches (e.g. on a CPU box) and trains nothing, writes no result."""
+def test_stage_tokenize_builds_and_caches_the_stages_without_training(flex, tmp_path, monkeypatch):
+    """``stage: tokenize`` prepares the caches (e.g. on a CPU box) and trains nothing, writes no result."""
     import shutil
 
     from recbole.trainer import Trainer
@@ -920,10 +928,10 @@ def test_stages_only_builds_and_caches_the_stages_without_training(flex, tmp_pat
         if f.startswith("text_emb-"):  # the sentence encoder is not under test here
             shutil.copy(os.path.join(flex["cache_dir"], "ml-tiny", f), cache / "ml-tiny" / f)
     cfg = {**flex["cfg"], "cache_dir": str(cache), "results_dir": str(tmp_path / "results"),
-           "checkpoint_dir": str(tmp_path / "saved"), "stages_only": True}
+           "checkpoint_dir": str(tmp_path / "saved"), "stage": "tokenize"}
     with single_thread(), mock.patch.object(Trainer, "fit", _raise):
         result = quick_start.run("FlexCode", "ml-tiny", config_dict=cfg)
-    assert result["stages_only"] is True and result["timings_s"]["model_init"] > 0
+    assert result["stage"] == "tokenize" and result["timings_s"]["stages_total"] > 0
     files = os.listdir(cache / "ml-tiny")
     assert sum(f.startswith("cf_emb-") for f in files) == 1
     tokenizers = [f for f in files if f.startswith("tokenizer-")]
@@ -936,7 +944,7 @@ def test_stages_only_builds_and_caches_the_stages_without_training(flex, tmp_pat
             mock.patch.object(SASRec, "calculate_loss", _raise), mock.patch.object(text_mod, "encode_texts", _raise), \
             mock.patch.object(Trainer, "fit", _raise):
         again = quick_start.run("FlexCode", "ml-tiny", config_dict=cfg)
-    assert again["stages_only"] is True
+    assert again["stage"] == "tokenize"
 
 
 def test_decoding_check_compares_beam_search_with_exact_scoring(flex):

@@ -17,7 +17,7 @@ API: :meth:`fit`, :meth:`save`, :meth:`load`, :meth:`encode` ``(item_ids, splits
 :attr:`vocab_size`, :meth:`trie`. On disk one folder, ``tokenizer.safetensors`` (every tensor) and
 ``tokenizer.json`` (the spec: kind, shape, settings, cache key, what it was built from, and the
 SHA-256 of the safetensors file, checked on load), published as one unit. As an ``nn.Module`` it
-also travels inside a model's checkpoint (the spec as the module's extra state), so a saved model
+also travels inside a model's checkpoint (the spec as a byte buffer), so a saved model
 reloads without the stage caches.
 """
 
@@ -95,6 +95,9 @@ class ItemTokenizer(nn.Module):
                 self.register_buffer(f"scale_{name}_{k}", torch.ones(()))
             self.register_buffer(f"codes_{name}", torch.zeros(n, L, dtype=torch.long))
         self.register_buffer("paths", torch.zeros(self.n_splits, n, self.layout.path_length, dtype=torch.long))
+        # the spec as UTF-8 bytes: a state dict of tensors only, from which from_state_dict rebuilds the tokenizer
+        self.register_buffer("spec_json", torch.zeros(0, dtype=torch.uint8))
+        self._sync_spec()
         self.codebooks = _codebooks(spec)
         self._trie_cache: tuple[torch.Tensor, PrefixTrie] | None = None
 
@@ -176,6 +179,7 @@ class ItemTokenizer(nn.Module):
         if disamb_headroom > 1:
             paths, layout, _ = tok._build_paths(codes, disamb_headroom * layout.n_disamb)
         tok.spec.update(n_disamb=layout.n_disamb, collisions=stats)
+        tok._sync_spec()
         tok._set_paths(codes, paths, layout)
         return tok
 
@@ -244,27 +248,32 @@ class ItemTokenizer(nn.Module):
         return self.codebooks.loss({name: x[item_ids - 1] for name, x in self.inputs().items()})
 
     # ------------------------------------------------------------------ persistence
-    def get_extra_state(self):
-        return json.dumps(self.spec)
+    def _sync_spec(self) -> None:
+        self.spec_json = torch.tensor(list(json.dumps(self.spec, sort_keys=True).encode("utf-8")), dtype=torch.uint8)
 
-    def set_extra_state(self, state) -> None:
-        self.spec = json.loads(state)
-        self.layout = TokenLayout(self.n_levels, self.codebook_size, int(self.spec["n_disamb"]))
-        self._trie_cache = None
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the spec travels with the tensors: adopt it (and its length) before they are copied
+        key = f"{prefix}spec_json"
+        if key in state_dict:
+            self.spec = json.loads(bytes(state_dict[key].tolist()).decode("utf-8"))
+            self.layout = TokenLayout(self.n_levels, self.codebook_size, int(self.spec["n_disamb"]))
+            self.spec_json = torch.empty_like(state_dict[key], device=self.paths.device)
+            self._trie_cache = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
     def from_state_dict(cls, state: dict, prefix: str = "") -> "ItemTokenizer":
         """The tokenizer stored in a model's ``state_dict`` under ``prefix`` (a checkpoint reload)."""
-        key = f"{prefix}_extra_state"
+        key = f"{prefix}spec_json"
         if key not in state:
             raise DamagedArtefact(f"no item tokenizer in this state dict (missing {key})")
-        tok = cls(json.loads(state[key]))
+        tok = cls(json.loads(bytes(state[key].tolist()).decode("utf-8")))
         tok.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         return tok
 
     def save(self, directory: str | Path) -> Path:
         """Write ``tokenizer.safetensors`` + ``tokenizer.json`` into ``directory``, published as one unit."""
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.endswith("_extra_state")}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
 
         def fill(tmp: Path):
             save_file(tensors, str(tmp / WEIGHTS_FILE))
@@ -285,7 +294,7 @@ class ItemTokenizer(nn.Module):
             if sha256_file(directory / WEIGHTS_FILE) != digest:
                 raise DamagedArtefact(f"{directory / WEIGHTS_FILE}: checksum mismatch")
             tok = cls(spec)
-            tok.load_state_dict({**load_file(str(directory / WEIGHTS_FILE), device="cpu"), "_extra_state": json.dumps(spec)})
+            tok.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device="cpu"))
         except DamagedArtefact:
             raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
