@@ -50,12 +50,6 @@ _RECBOLE_EXLIB = ("lightgbm", "xgboost")
 _RECBOLE_EXAMPLES = ("SASRec", "BERT4Rec", "GRU4Rec", "Caser", "BPR", "LightGCN", "Pop")
 
 
-def config_value(config, key: str, default=None):
-    """``config[key]``, or ``default`` when the key is absent or set to ``~`` (None)."""
-    value = config[key] if key in config else None
-    return default if value is None else value
-
-
 def recbole_model_names() -> list[str]:
     """RecBole's model names, from its ``properties/model/*.yaml`` (nothing imported)."""
     import recbole

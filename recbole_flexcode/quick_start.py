@@ -24,7 +24,10 @@ import torch
 
 import recbole_flexcode  # noqa: F401  (compatibility fixes)
 from recbole_flexcode.config import ConfigError, FlexConfig, get_model_class
+from recbole_flexcode.analysis import export_artifacts, model_report, validation_diagnostics
 from recbole_flexcode.evaluation import popularity_group_metrics
+from recbole_flexcode.io import write_json
+from recbole_flexcode.pipeline import prepare
 
 
 _TRAINER_COUNT = itertools.count()
@@ -168,19 +171,23 @@ def run(
     train_data, valid_data, test_data = data_preparation(config, dataset_obj)
     timings["data"] = time.time() - t0
 
+    # stages before the model (text embeddings -> collaborative embeddings -> item tokenizer), each
+    # seeded from the run's seed, so the model starts from the same random state whatever was cached
+    t = time.time()
+    stages = prepare(config, train_data._dataset, logger)
+    if stages is not None:
+        timings["stages"] = dict(stages.timings)
+    if config["stage"] in ("embed", "tokenize"):  # properties/overall.yaml: train
+        timings["stages_total"] = time.time() - t
+        logger.info("stage=%s: stages built and cached in %.1f s; no training", config["stage"], timings["stages_total"])
+        return {"model": config["model"], "dataset": config["dataset"], "seed": config["seed"],
+                "stage": config["stage"], "timings_s": timings}
+
     t = time.time()
     init_seed(config["seed"], config["reproducibility"])
     model_obj = get_model_class(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
     timings["model_init"] = time.time() - t
-    stage_timings = getattr(model_obj, "stage_timings", None)
-    if stage_timings:
-        timings["stages"] = dict(stage_timings)
-    if config["stages_only"]:  # properties/overall.yaml defaults it to False
-        # the stages cache themselves on construction: a CPU box can prepare what a GPU job trains on
-        logger.info("stages_only: model built and its stages cached in %.1f s; no training", timings["model_init"])
-        return {"model": config["model"], "dataset": config["dataset"], "seed": config["seed"],
-                "stages_only": True, "timings_s": timings}
 
     trainer = _trainer_for(config, model_obj)
     t = time.time()
@@ -228,27 +235,21 @@ def run(
         "machine": machine_description(config["device"]),
         "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
     }
-    extra = getattr(trainer.model, "report", None)
-    if callable(extra):
-        result["model_report"] = extra()
-    diagnose = getattr(trainer.model, "diagnose", None)
-    if callable(diagnose):
-        # validation rows only, so test data informs nothing but the test metrics
-        diagnostics = diagnose(valid_data)
-        if diagnostics is not None:
-            result["diagnostics"] = diagnostics
+    report = model_report(trainer.model)
+    if report is not None:
+        result["model_report"] = report
+    # validation rows only, so test data informs nothing but the test metrics
+    diagnostics = validation_diagnostics(trainer.model, valid_data)
+    if diagnostics is not None:
+        result["diagnostics"] = diagnostics
 
     if result_file is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         result_file = os.path.join(config["results_dir"], f"{config['model']}-{config['dataset']}-{stamp}.json")
-    export = getattr(trainer.model, "export_artifacts", None)
-    if callable(export):
-        result["artifacts"] = export(os.path.splitext(result_file)[0] + "_artifacts")
-    os.makedirs(os.path.dirname(os.path.abspath(result_file)), exist_ok=True)
-    tmp = result_file + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2, default=str)
-    os.replace(tmp, result_file)
+    artifacts = export_artifacts(trainer.model, os.path.splitext(result_file)[0] + "_artifacts")
+    if artifacts is not None:
+        result["artifacts"] = artifacts
+    write_json(result_file, result)
     result["result_file"] = result_file
     logger.info("results written to %s", result_file)
     return result
@@ -295,9 +296,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    if result.get("stages_only"):
-        print(f"{result['model']} on {result['dataset']}: stages built and cached "
-              f"({result['timings_s']['model_init']:.1f} s); no training (stages_only)")
+    if result.get("stage") in ("embed", "tokenize"):
+        print(f"{result['model']} on {result['dataset']}: stages up to '{result['stage']}' built and cached "
+              f"({result['timings_s']['stages_total']:.1f} s); no training")
         return 0
     print(f"\n{result['model']} on {result['dataset']} (best validation epoch; test on that checkpoint)")
     print(format_table(result))

@@ -897,7 +897,7 @@ def test_router_follows_popularity_dependent_split_losses(flex, mode):
     m.generator.sequence_nll = fake_nll
     opt = torch.optim.Adam(m.split_policy.router.parameters(), lr=0.01)
     with single_thread():
-        for _ in range(6):
+        for _ in range(10):
             for batch in flex["train"]:
                 current["target"] = batch[m.POS_ITEM_ID]
                 opt.zero_grad(set_to_none=True)
