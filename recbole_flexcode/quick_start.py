@@ -28,6 +28,7 @@ from recbole_flexcode.analysis import export_artifacts, model_report, validation
 from recbole_flexcode.evaluation import popularity_group_metrics
 from recbole_flexcode.io import write_json
 from recbole_flexcode.pipeline import prepare
+from recbole_flexcode.resume import ResumableRun
 
 
 _TRAINER_COUNT = itertools.count()
@@ -192,16 +193,28 @@ def run(
     trainer = _trainer_for(config, model_obj)
     t = time.time()
     watch = _EpochWatch(trainer, config["train_time_budget"] if "train_time_budget" in config else None)
+    resumable = ResumableRun(config, trainer, train_data, watch, logger)
+    resumed = bool(config["resume"]) and resumable.restore()
+
+    def after_validation(epoch_idx, valid_score):
+        resumable.after_validation(epoch_idx, valid_score)  # first: an interruption from here on loses nothing
+        watch(epoch_idx, valid_score)
+
     try:
         best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=watch
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=after_validation
         )
+        resumable.clear()
     except _TimeBudgetReached:
         logger.warning(
-            "train_time_budget (%ss) reached after epoch %d: testing the best-validation checkpoint so far",
-            watch.budget, watch.epochs_run - 1,
+            "train_time_budget (%ss) reached after epoch %d: testing the best-validation checkpoint so far "
+            "(--resume=True goes on from here)", watch.budget, watch.epochs_run - 1,
         )
         best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
+    except KeyboardInterrupt:
+        logger.warning("interrupted: the state after the last validation is in %s; rerun with --resume=True to go on",
+                       resumable.path)
+        raise
     timings["train"] = time.time() - t
 
     t = time.time()
@@ -230,7 +243,7 @@ def run(
         "popularity_groups": groups,
         "n_test_users": n_test_users,
         "timings_s": timings,
-        "training": watch.summary(),
+        "training": {**watch.summary(), "resumed": resumed},
         "checkpoint": trainer.saved_model_file if saved else None,
         "machine": machine_description(config["device"]),
         "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,

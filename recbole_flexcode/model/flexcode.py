@@ -62,7 +62,7 @@ class FlexCode(SequentialRecommender):
         self.recode_every = int(config["recode_every"])
         self.item_counts = training_item_counts(dataset)  # training popularity: router features, strata, analysis
         self._config, self._train_dataset = config, dataset
-        self._steps = 0
+        self.register_buffer("joint_steps", torch.zeros((), dtype=torch.long))  # in the checkpoint, for --resume
         self.tokenizer = None
         stages = stages_of(dataset)
         if stages is not None and stages.tokenizer is not None:
@@ -150,8 +150,8 @@ class FlexCode(SequentialRecommender):
         if self.training_mode == "joint":
             items = torch.unique(target)
             loss = loss + self.tokenizer.loss(items[items > 0])
-            self._steps += 1
-            if self._steps % self.recode_every == 0 and not self.tokenizer.recode():
+            self.joint_steps += 1
+            if int(self.joint_steps) % self.recode_every == 0 and not self.tokenizer.recode():
                 self.logger.warning("joint mode: a collision group outgrew the disambiguation vocabulary; codes not updated")
         return loss
 
