@@ -25,6 +25,7 @@ import torch
 import recbole_flexcode  # noqa: F401  (compatibility fixes)
 from recbole_flexcode.config import ConfigError, FlexConfig, get_model_class
 from recbole_flexcode.analysis import export_artifacts, model_report, validation_diagnostics
+from recbole_flexcode.data.checks import check_atomic_files, create_checked_dataset
 from recbole_flexcode.evaluation import popularity_group_metrics
 from recbole_flexcode.io import write_json
 from recbole_flexcode.pipeline import prepare
@@ -157,8 +158,9 @@ def run(
     t0 = time.time()
     config = FlexConfig(model, dataset, config_file_list, config_dict, cmd_args)
     config.check_dataset()
+    check_atomic_files(config)  # one error line for unreadable input, before RecBole or any stage reads it
 
-    from recbole.data import create_dataset, data_preparation
+    from recbole.data import data_preparation
     from recbole.utils import init_logger, init_seed
 
     init_seed(config["seed"], config["reproducibility"])
@@ -167,7 +169,7 @@ def run(
     logger.info(config)
     timings = {}
 
-    dataset_obj = create_dataset(config)
+    dataset_obj = create_checked_dataset(config)
     logger.info(dataset_obj)
     train_data, valid_data, test_data = data_preparation(config, dataset_obj)
     timings["data"] = time.time() - t0
