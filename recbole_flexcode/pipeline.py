@@ -11,10 +11,10 @@ RecBole gives a model's constructor besides the config (RecBole's own ``run_recb
               -> ItemTokenizer over one source [text | cf] -> semantic metacode (SML)
 
 Every stage seeds itself from the run's seed, so a run's numbers do not depend on which stages
-were cached. A cache folder that cannot be written is used read-only with a warning; a damaged
-entry is reported in one line and rebuilt. ``config['stage']`` (``embed`` | ``tokenize`` |
-``train``) says how far a run goes; the first two stop after the stages (a CPU box can prepare
-what a GPU job trains on).
+were cached. A cache folder that cannot be written is not used at all (every stage runs
+uncached, with a warning); a damaged entry is reported in one line and rebuilt.
+``config['stage']`` (``embed`` | ``tokenize`` | ``train``) says how far a run goes; the first
+two stop after the stages (a CPU box can prepare what a GPU job trains on).
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def tokenizer_stage(embeddings: dict, settings: dict, cache_dir: str | None, sho
     built_from = {name: [list(np.asarray(a).shape) for a in arrays] for name, arrays in embeddings.items()}
     tok = ItemTokenizer.fit(embeddings, **settings, cache_key=key, built_from={"embeddings": built_from},
                             show_progress=show_progress, logger=logger)
+    _warn_unused_codes(tok, logger)
     if directory is not None:
         try:
             tok.save(directory)
@@ -108,6 +109,16 @@ def tokenizer_stage(embeddings: dict, settings: dict, cache_dir: str | None, sho
         except OSError as exc:
             logger.warning("tokenizer: cannot write %s (%s); continuing uncached", directory, exc)
     return tok
+
+
+def _warn_unused_codes(tok: ItemTokenizer, logger) -> None:
+    """One line per codebook level that the catalogue leaves mostly empty (a codebook too large for it)."""
+    for source, st in tok.stats().items():
+        for level in st["levels"]:
+            if level["used_codes"] < tok.codebook_size / 4:
+                logger.warning("tokenizer: %s level %d uses %d of %d codes for %d items; a smaller codebook_size "
+                               "would fit this catalogue", source, level["level"] + 1, level["used_codes"],
+                               tok.codebook_size, tok.n_items - 1)
 
 
 def _codebook_settings(config, n_levels: int, codebook_size: int, code_dim: int, align: dict | None = None) -> dict:
