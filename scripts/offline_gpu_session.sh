@@ -6,7 +6,7 @@
 #                   pytz, tzdata, colorlog, texttable, thop), installed with --no-deps into /tmp/site
 #   .whl/beauty.tgz ../shared/datasets/Amazon_Beauty (unpacked to /tmp/data)
 #   CARRYDIR/cache  FlexCode's cached stages (text embeddings, CF SASRec, tokenizers) made on a
-#                   CPU box by building each model without training (what --stages_only=True does;
+#                   CPU box without training (what --stage=tokenize does;
 #                   this session used an equivalent ad-hoc script), so GPU time goes to training only
 # Then: an optional CUDA MPS daemon (MPS=1: lets the parallel jobs' small kernels share the GPU;
 # without it 12 jobs time-sliced the GPU and each got a quarter of the epochs), the optional

@@ -15,20 +15,21 @@ from recbole_flexcode import quick_start
 from recbole_flexcode.benchmark import cost, runner, tables
 from recbole_flexcode.benchmark.published import published_for
 
-TINY_ARGS = [
+#: settings every model takes (RecBole's and the plugin's shared protocol)
+COMMON_ARGS = [
     "--load_col={inter: [user_id, item_id, timestamp], item: [item_id, movie_title, release_year, class]}",
     "--text_fields=[movie_title, release_year, class]",
     "--user_inter_num_interval=[5,inf)",
     "--item_inter_num_interval=[5,inf)",
     "--epochs=1",
-    "--cf_epochs=1",
-    "--rqvae_epochs=5",
-    "--codebook_size=8",
     "--hidden_size=16",
     "--inner_size=32",
     "--MAX_ITEM_LIST_LENGTH=10",
     "--show_progress=False",
 ]
+#: settings of the plugin's models only: a RecBole model (SASRec) refuses them as unknown
+PLUGIN_ARGS = ["--cf_epochs=1", "--rqvae_epochs=5", "--codebook_size=8"]
+TINY_ARGS = COMMON_ARGS + PLUGIN_ARGS
 
 
 def _read_csv(path):
@@ -43,7 +44,7 @@ def _load(path):
 
 # ---------------------------------------------------------------------- rows
 def test_row_names_map_to_models_and_overrides():
-    from recbole_flexcode.model.flexcode import VARIANTS
+    from recbole_flexcode.model.variants import VARIANTS
 
     assert tuple(runner.FLEXCODE_VARIANTS) == tuple(VARIANTS)
     assert runner.parse_row("SASRec") == runner.RowSpec("SASRec", "SASRec", {})
@@ -89,11 +90,12 @@ def test_bad_arguments_exit_2_with_one_error_line(argv, tmp_path, capsys, monkey
 def test_runner_end_to_end_resume_and_tables_only(tiny_data, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # RecBole's log/ folder goes here
     out = tmp_path / "results"
-    argv = [
-        "--dataset=ml-tiny", "--models=SASRec,FlexCode-semantic_only", "--seeds=2020", f"--out={out}",
-        f"--data_path={tiny_data}", f"--cache_dir={tmp_path / 'cache'}", f"--checkpoint_dir={tmp_path / 'saved'}",
-        *TINY_ARGS,
-    ]
+    common = ["--seeds=2020", f"--out={out}", f"--data_path={tiny_data}", f"--checkpoint_dir={tmp_path / 'saved'}"]
+    # every --key=value goes to every row and SASRec refuses the plugin's settings as unknown, so the
+    # FlexCode row with its tiny settings runs first; the second invocation adds SASRec and resumes
+    flex_argv = ["--dataset=ml-tiny", "--models=FlexCode-semantic_only", *common, f"--cache_dir={tmp_path / 'cache'}",
+                 *TINY_ARGS]
+    argv = ["--dataset=ml-tiny", "--models=SASRec,FlexCode-semantic_only", *common, *COMMON_ARGS]
     calls = []
     real_run = quick_start.run
 
@@ -102,14 +104,17 @@ def test_runner_end_to_end_resume_and_tables_only(tiny_data, tmp_path, monkeypat
         return real_run(*args, **kwargs)
 
     monkeypatch.setattr(quick_start, "run", counting_run)
+    assert runner.main(flex_argv) == 0
+    stdout = capsys.readouterr().out
+    assert "[1/1] FlexCode-semantic_only seed 2020 ... start" in stdout and "ETA" in stdout
     assert runner.main(argv) == 0
     stdout = capsys.readouterr().out
-    assert "[1/2] SASRec seed 2020 ..." in stdout and "[2/2] FlexCode-semantic_only seed 2020 ..." in stdout
+    assert "[1/2] SASRec seed 2020 ... start" in stdout and "[2/2] FlexCode-semantic_only seed 2020 ... skip (done)" in stdout
     assert "ETA" in stdout
 
     # run() got the row's model, settings, seed and result file
-    assert [c[0][0] for c in calls] == ["SASRec", "FlexCode"]
-    flex_kwargs = calls[1][1]
+    assert [c[0][0] for c in calls] == ["FlexCode", "SASRec"]
+    flex_kwargs = calls[0][1]
     assert flex_kwargs["cmd_args"]["variant"] == "semantic_only" and flex_kwargs["cmd_args"]["seed"] == 2020
     runs = out / "ml-tiny" / "runs"
     assert flex_kwargs["result_file"] == str(runs / "FlexCode-semantic_only-seed2020.json")
@@ -409,7 +414,7 @@ def test_adopt_takes_in_run_flexcode_results(tiny_data, tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "results"
     runs = out / "ml-tiny" / "runs"
-    common = [f"--data_path={tiny_data}", f"--cache_dir={tmp_path / 'cache'}", f"--checkpoint_dir={tmp_path / 'saved'}", *TINY_ARGS]
+    common = [f"--data_path={tiny_data}", f"--checkpoint_dir={tmp_path / 'saved'}", *COMMON_ARGS]  # SASRec: no plugin settings
     path = runs / "SASRec-seed7.json"
     assert quick_start.main(["--model=SASRec", "--dataset=ml-tiny", "--seed=7", f"--result_file={path}", *common]) == 0
     rec = _load(path)
@@ -514,17 +519,17 @@ def test_budget_table_shows_the_default_budget_from_the_flexcode_row(tmp_path):
     assert "row FlexCode)" not in budget_part and "| FlexCode-L3 | 1 |" in budget_part
 
 
-def test_runner_stages_only_builds_caches_and_writes_no_runs(tiny_data, tmp_path, monkeypatch, capsys):
-    """``--stages_only=True`` prepares every row's cached stages; nothing is trained or recorded."""
+def test_runner_stage_tokenize_builds_caches_and_writes_no_runs(tiny_data, tmp_path, monkeypatch, capsys):
+    """``--stage=tokenize`` prepares every row's cached stages; nothing is trained or recorded."""
     from recbole.trainer import Trainer
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("stages_only must not train"))
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("stage=tokenize must not train"))
     out = tmp_path / "results"
     argv = [
         "--dataset=ml-tiny", "--models=FlexCode-cf_only", "--seeds=2020,2021", f"--out={out}",
         f"--data_path={tiny_data}", f"--cache_dir={tmp_path / 'cache'}", f"--checkpoint_dir={tmp_path / 'saved'}",
-        *TINY_ARGS, "--stages_only=True",
+        *TINY_ARGS, "--stage=tokenize",
     ]
     assert runner.main(argv) == 0
     printed = capsys.readouterr().out
@@ -533,3 +538,5 @@ def test_runner_stages_only_builds_caches_and_writes_no_runs(tiny_data, tmp_path
     assert not runs.exists() or not list(runs.glob("*.json"))
     cf = sorted(p.name for p in (tmp_path / "cache" / "ml-tiny").glob("cf_emb-*"))
     assert len(cf) == 2  # one CF SASRec per seed, cached for the runs that will train
+    toks = [p for p in (tmp_path / "cache" / "ml-tiny").glob("tokenizer-*") if p.is_dir()]
+    assert len(toks) == 2  # and one item tokenizer per seed

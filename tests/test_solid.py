@@ -2,7 +2,8 @@
 metacode -> codebook, clipped dual trunk, codebook matching, ablation switches, end to end.
 
 All tests of this module share one cache directory under pytest's tmp dir (never the repo's
-``cache/``): the text embeddings, SASRec embeddings, RQ-VAE and metacode are computed once.
+``cache/``): the text embeddings, SASRec embeddings, RQ-VAE and metacode are computed once, by
+:func:`recbole_flexcode.pipeline.prepare` before the model is built (as ``quick_start.run`` does).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 import recbole_flexcode  # noqa: F401  (compatibility fixes first)
 from recbole_flexcode.model.solid import SOLID, semantic_ids_from_codes
+from recbole_flexcode.pipeline import prepare, stages_of
 
 TINY = {
     "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "movie_title", "release_year", "class"]},
@@ -62,6 +64,7 @@ def built(settings):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # module fixtures run before conftest's per-test single-thread fixture
     try:
+        prepare(config, train_data._dataset)  # the stages, before the model (quick_start.run's order)
         model = SOLID(config, train_data._dataset)
     finally:
         torch.set_num_threads(threads)
@@ -75,6 +78,7 @@ def _build(built, **overrides):
     config, train_data, _ = built
     cfg = FlexConfig("SOLID", "ml-tiny", config_dict={**dict(config.external_config_dict), **overrides})
     init_seed(cfg["seed"], cfg["reproducibility"])
+    prepare(cfg, train_data._dataset)  # this setting's stages (all cached, or none for the ablations)
     return SOLID(cfg, train_data._dataset)
 
 
@@ -109,7 +113,12 @@ def test_every_item_has_a_semantic_id(built):
     assert sem.shape == (train_data._dataset.item_num,)
     assert int(sem[0]) == 0 and bool((sem[1:] >= 1).all()) and int(sem.max()) == model.n_semantic
     assert model.n_semantic <= 16 and len(torch.unique(sem[1:])) == model.n_semantic
-    assert model.tokenizer.n_levels == 1 and model.tokenizer.codebook_size == 16
+    # the item tokenizer the pipeline built: one level of semantic_vocab codes, whose code ids the
+    # model's semantic IDs renumber compactly
+    tokenizer = stages_of(train_data._dataset).tokenizer
+    assert tokenizer.n_levels == 1 and tokenizer.codebook_size == 16
+    expected, n = semantic_ids_from_codes(tokenizer.codes("semantic")[1:].numpy(), 16)
+    assert n == model.n_semantic and torch.equal(sem[1:], torch.as_tensor(expected))
 
 
 # ----------------------------------------------------------------------------- dynamic parameters
@@ -233,23 +242,60 @@ def test_pointwise_loss_uses_labels(built, batch):
     model.zero_grad(set_to_none=True)
 
 
+@torch.no_grad()
+def test_report_and_checkpoint_reload(built, batch):
+    """The report (analysis.model_report) and a model built without stages, as RecBole's
+    ``load_data_and_model`` does: it sizes its semantic modules from the checkpoint."""
+    import copy
+
+    from recbole_flexcode.analysis import model_report
+
+    config, train_data, model = built
+    model.eval()
+    rep = model_report(model)
+    assert rep["variant"] == "SOLID" and rep["use_semantics"] and rep["codebook_equals_metacode"]
+    sem = rep["semantic_ids"]
+    assert sem["n_semantic_ids"] == model.n_semantic and sem["sources"] == ["text", "collaborative"]
+    assert len(sem["rqvae"]["levels"]) == 1 and 1 <= sem["rqvae"]["levels"][0]["used_codes"] <= 16
+    assert rep["metacode_loss"] == model.metacode_history
+    json.dumps(rep)  # goes into the run JSON as is
+
+    bare_dataset = copy.copy(train_data._dataset)
+    vars(bare_dataset).pop("recbole_flexcode_stages", None)
+    assert stages_of(bare_dataset) is None
+    bare = SOLID(config, bare_dataset)
+    assert bare.variant == "SOLID" and not hasattr(bare, "codebook") and not hasattr(bare, "item_sem")
+    bare.load_state_dict(model.state_dict())
+    bare.eval()
+    assert bare.n_semantic == model.n_semantic
+    for name in ("item_sem", "metacode"):
+        assert torch.equal(getattr(bare, name), getattr(model, name)), name
+    assert torch.equal(bare.codebook.weight, model.codebook.weight)
+    inter = batch[torch.arange(16)]
+    assert torch.allclose(bare.full_sort_predict(inter), model.full_sort_predict(inter))
+
+
 # ----------------------------------------------------------------------------- ablations
 
 
 def test_ablation_switches_change_the_structure(built, batch):
     solid = built[2]
     duet = _build(built, use_semantics=False)
+    duet_stages = stages_of(built[1]._dataset)  # what prepare() made for the DUET setting
     static = _build(built, dynamic=False)
+    static_stages = stages_of(built[1]._dataset)
     names = lambda m: {n for n, _ in m.named_children()}  # noqa: E731
 
     assert solid.variant == "SOLID"
-    assert {"item_generator", "sem_generator", "code_decoder", "codebook", "tokenizer"} <= names(solid)
+    # the item tokenizer is a pipeline stage now, not a submodule: the model keeps what it derived
+    # from it (item_sem, the metacode-initialised codebook)
+    assert {"item_generator", "sem_generator", "code_decoder", "codebook"} <= names(solid)
     assert "static_layers" not in names(solid)
 
     assert duet.variant == "DUET"
     assert "item_generator" in names(duet)
     assert not {"sem_generator", "code_decoder", "codebook", "tokenizer", "static_layers"} & names(duet)
-    assert not hasattr(duet, "item_sem") and "tokenizer" not in duet.stage_timings
+    assert not hasattr(duet, "item_sem") and duet_stages.tokenizer is None and "tokenizer" not in duet_stages.timings
     p = duet.generate_parameters(batch[duet.ITEM_SEQ][:8], batch[duet.ITEM_SEQ_LEN][:8])
     assert p["weights"] is p["item_weights"] and "sem_weights" not in p
     assert any(bool((w.abs() > duet.clip_threshold).any()) for w in p["weights"])  # no clip
@@ -258,6 +304,7 @@ def test_ablation_switches_change_the_structure(built, batch):
     assert static.variant == "static"
     assert "static_layers" in names(static)
     assert not {"item_generator", "sem_generator", "codebook", "tokenizer"} & names(static)
+    assert static_stages.tokenizer is None and not static_stages.timings
     assert [tuple(l.weight.shape) for l in static.static_layers.layers] == [(16, 16), (16, 16)]
     with pytest.raises(RuntimeError):
         static.generate_parameters(batch[static.ITEM_SEQ][:2], batch[static.ITEM_SEQ_LEN][:2])
@@ -290,6 +337,10 @@ def test_end_to_end_full_ranking(settings, tmp_path):
     assert all(math.isfinite(v) for v in test.values())
     assert result["model_report"]["variant"] == "SOLID"
     assert result["model_report"]["codebook_equals_metacode"]
+    # the stages ran (here: loaded from the module's cache) before the model and are timed in the result
+    stages = result["timings_s"]["stages"]
+    assert set(stages) == {"text_embeddings", "collaborative_embeddings", "tokenizer", "metacode"}
+    assert all(v >= 0 for v in stages.values())
 
 
 def test_end_to_end_sampled_gauc(settings, tmp_path):

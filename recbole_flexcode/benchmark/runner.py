@@ -38,9 +38,10 @@ result plus a ``benchmark`` section with what this runner measures:
   ``stages_s`` (``timings_s.model_init``: FlexCode's text-embedding / CF-SASRec / tokenizer stages,
   near zero when they come from the cache) and ``wall_s`` (the whole ``run()`` call).
 
-``--stages_only=True`` builds every row's model and exits without training: FlexCode's cached
-stages (text embeddings, CF SASRec, tokenizer per variant, budget and seed) are made for a later
-run, e.g. on a CPU machine before a GPU one; no run files are written.
+``--stage=tokenize`` (or ``--stage=embed``) builds every row's stages and trains nothing: the cached
+stages of FlexCode and SOLID rows (text embeddings and CF SASRec; with ``tokenize`` also the item
+tokenizer per variant, budget and seed, and SOLID's metacode) are made for a later run, e.g. on a
+CPU machine before a GPU one; no run files are written.
 
 Resume: a (row, seed) whose JSON exists *with* its ``benchmark`` section is skipped ("skip (done)").
 ``run()`` writes its JSON atomically and the runner then rewrites it atomically with the
@@ -84,6 +85,10 @@ FLEXCODE_SETTING_ROWS = {
 }
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 _FLEX_ROW = re.compile(r"^FlexCode(?:-(?P<variant>[a-z_]+?))?(?:-L(?P<budget>\d+))?$")
+
+
+#: ``--stage`` values that stop a run after its stages (properties/overall.yaml ``stage``): no training, no run file.
+_STAGES_ONLY = ("embed", "tokenize")
 
 
 class BenchmarkError(ValueError):
@@ -321,7 +326,7 @@ def run_one(spec: RowSpec, seed: int, dataset: str, path: str, overrides: dict, 
         command=command,
     )
     wall = time.time() - t0
-    if result.get("stages_only"):
+    if result.get("stage") in _STAGES_ONLY:
         return dict(result)  # caches built, nothing trained: no run file, so a later run trains it
     result = dict(result)
     result.pop("result_file", None)
@@ -516,8 +521,9 @@ def main(argv=None) -> int:
                 status = 1
                 todo -= 1
                 continue
-            if result.get("stages_only"):
-                print(f"{head} stages built and cached in {_fmt_duration(time.time() - t)} (stages_only)", flush=True)
+            if result.get("stage") in _STAGES_ONLY:
+                print(f"{head} stages built and cached in {_fmt_duration(time.time() - t)} (stage={result['stage']})",
+                      flush=True)
                 todo -= 1
                 continue
             durations.append(time.time() - t)

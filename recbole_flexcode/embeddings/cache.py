@@ -4,7 +4,11 @@ Each entry is one ``.npz`` file ``<directory>/<stage>-<key>.npz`` holding plain 
 string arrays, written atomically (temporary file in the same directory, then
 :func:`os.replace`) and read back with ``allow_pickle=False``: a cache file can never run
 code, and a reader never sees a half-written file.  Optional metadata is stored inside the
-same archive as a JSON string array, again without pickle.
+same archive as a JSON string array, again without pickle, and so is the SHA-256 of every
+array (dtype, shape and bytes), checked on load: an entry whose arrays were damaged or
+overwritten after it was written (still a valid ``.npz``) is reported in one warning line and
+treated as missing, so the stage recomputes it.  Entries written before the checksums existed
+carry none and load unchecked.
 
 Keys come from :func:`cache_key`, a SHA-256 over a canonical JSON rendering of everything
 that determines the stage's output (encoder name, field list, the item texts themselves,
@@ -29,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: Name of the array inside an ``.npz`` that carries the JSON metadata.
 META_KEY = "__meta__"
+#: Name of the array inside an ``.npz`` that carries the JSON ``{array name: sha256}`` of the others.
+CHECKSUM_KEY = "__sha256__"
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -42,6 +48,12 @@ def _hash_bytes(dtype: str, shape: tuple, data: bytes) -> dict:
     h.update(repr(tuple(int(s) for s in shape)).encode("utf-8"))
     h.update(data)
     return {"__array__": {"dtype": dtype, "shape": [int(s) for s in shape], "sha256": h.hexdigest()}}
+
+
+def _array_sha256(arr: np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and bytes (what :class:`ArrayCache` checks on load)."""
+    arr = np.ascontiguousarray(arr)
+    return _hash_bytes(arr.dtype.str, arr.shape, arr.tobytes())["__array__"]["sha256"]
 
 
 def _canonical(obj: Any) -> Any:
@@ -121,10 +133,18 @@ class ArrayCache:
             return None
         try:
             with np.load(path, allow_pickle=False) as npz:
-                return {name: np.asarray(npz[name]) for name in npz.files}
+                data = {name: np.asarray(npz[name]) for name in npz.files}
+            expected = json.loads(str(data.pop(CHECKSUM_KEY).item())) if CHECKSUM_KEY in data else None
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             logger.warning("cache: ignoring corrupt file %s (%s: %s)", path, type(exc).__name__, exc)
             return None
+        if expected is not None:
+            arrays = {name: arr for name, arr in data.items() if name != META_KEY}
+            bad = sorted(set(expected) ^ set(arrays)) or [n for n in sorted(arrays) if _array_sha256(arrays[n]) != expected[n]]
+            if bad:
+                logger.warning("cache: ignoring damaged file %s (arrays %s fail their checksum)", path, ", ".join(bad))
+                return None
+        return data
 
     def load(self, stage: str, key: str) -> dict[str, np.ndarray] | None:
         """The arrays stored for ``(stage, key)``; ``None`` when missing or corrupt."""
@@ -156,12 +176,13 @@ class ArrayCache:
         path = self.path(stage, key)
         payload: dict[str, np.ndarray] = {}
         for name, value in arrays.items():
-            if name == META_KEY:
-                raise ValueError(f"ArrayCache: array name {META_KEY!r} is reserved")
+            if name in (META_KEY, CHECKSUM_KEY):
+                raise ValueError(f"ArrayCache: array name {name!r} is reserved")
             arr = np.asarray(value)
             if arr.dtype.hasobject:
                 raise TypeError(f"ArrayCache: array {name!r} has dtype object, which needs pickle")
             payload[name] = arr
+        payload[CHECKSUM_KEY] = np.array(json.dumps({name: _array_sha256(arr) for name, arr in payload.items()}, sort_keys=True))
         if meta is not None:
             payload[META_KEY] = np.array(json.dumps(_canonical(dict(meta)), sort_keys=True))
 

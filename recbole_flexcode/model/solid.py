@@ -1,8 +1,9 @@
 r"""SOLID: Semantic Codebook Learning for Dynamic Recommendation Models (Lv et al., ACM MM 2024).
 
 A RecBole ``SequentialRecommender`` (pointwise, BCE on the positive and sampled negatives).
-Stages run in the constructor on the *training split* RecBole hands to the model; the
-expensive ones are cached on disk (:mod:`recbole_flexcode.embeddings.cache`):
+Stages 1-4 run before the model is built, on the *training split*
+(:func:`recbole_flexcode.pipeline.prepare`, cached on disk); the constructor reads them from
+the dataset (:func:`recbole_flexcode.pipeline.stages_of`):
 
 1. item text -> sentence-encoder embeddings (as FlexCode);
 2. RecBole SASRec on the training split -> collaborative item embeddings (as FlexCode);
@@ -246,24 +247,3 @@ class SOLID(SequentialRecommender):
         u, _ = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         all_items = self.target_tower(self.item_embedding.weight)
         return u @ all_items.t()
-
-    # ------------------------------------------------------------------ reporting
-    @torch.no_grad()
-    def report(self) -> dict:
-        """Variant, semantic-ID statistics, metacode pre-training losses, stage timings."""
-        out = {
-            "variant": self.variant,
-            "dynamic": self.dynamic,
-            "use_semantics": self.use_semantics,
-            "stage_timings_s": dict(self.stage_timings),
-        }
-        if self.use_semantics:
-            out.update(
-                clip_threshold=self.clip_threshold,
-                con_weight=self.con_weight,
-                freeze_codebook=self.freeze_codebook,
-                semantic_ids=self.semantic_stats,
-                metacode_loss=list(self.metacode_history),
-                codebook_equals_metacode=bool(torch.equal(self.codebook.weight[1:].cpu(), self.metacode.cpu())),
-            )
-        return out
