@@ -30,6 +30,7 @@ from recbole_flexcode.config import ConfigError
 from recbole_flexcode.data.popularity import training_item_counts
 from recbole_flexcode.model.generation import constrained_beam_search, exact_item_scores, last_position, scatter_item_scores
 from recbole_flexcode.model.generator import SemanticIDGenerator
+from recbole_flexcode.model.item_head import build_item_head
 from recbole_flexcode.model.split_policy import build_split_policy
 from recbole_flexcode.model.variants import flexcode_variant
 from recbole_flexcode.model.training_setup import require_full_softmax
@@ -92,6 +93,7 @@ class FlexCode(SequentialRecommender):
         if config["history_item_embedding"]:
             self.history_id_embedding = torch.nn.Embedding(self.n_items, self.generator.hidden_size, padding_idx=0)
             torch.nn.init.zeros_(self.history_id_embedding.weight)  # start from the paper's model
+        self.item_head = build_item_head(config, self.n_items, self.generator.hidden_size)  # ours: output-side item scores
         self.to(self.device)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -147,6 +149,7 @@ class FlexCode(SequentialRecommender):
         nll = self.generator.sequence_nll(memory, pad, self.tokenizer.paths[plan.splits, target.unsqueeze(1)])
         loss = self.arg_weight * (plan.weights * nll).sum(-1).mean()
         loss = self.split_policy.add_loss(loss, plan, nll, target)
+        loss = self.item_head.add_loss(loss, memory, pad, target)
         if self.training_mode == "joint":
             items = torch.unique(target)
             loss = loss + self.tokenizer.loss(items[items > 0])
@@ -157,20 +160,22 @@ class FlexCode(SequentialRecommender):
 
     def full_sort_predict(self, interaction):
         item_seq, batch = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ].shape[0]
-        f = self.log_prob_fn(item_seq, interaction[self.ITEM_SEQ_LEN])
+        memory, pad = self.forward(item_seq, interaction[self.ITEM_SEQ_LEN])
+        f = lambda prefix: self.generator.decode_log_probs(memory, pad, prefix)  # noqa: E731
         if self.decode_mode == "exact":
             paths, items = self.inference_paths()
             scores = exact_item_scores(f, paths, batch, item_chunk=int(max(1, 65536 // max(batch, 1))))
             out = torch.full((batch, self.n_items), float("-inf"), device=scores.device)
             out[:, items] = scores
-            return out
+            return self.item_head.rescore(out, memory, pad)
         trie = self.tokenizer.trie(self.item_splits())
         ids, scores = constrained_beam_search(last_position(f), trie, batch, self.beam_size, device=item_seq.device)
-        return scatter_item_scores(ids, scores, self.n_items)
+        return scatter_item_scores(ids, self.item_head.rescore(scores, memory, pad, ids), self.n_items)
 
     def predict(self, interaction):
         """Sequence log-probability of the given item (for RecBole's sampled evaluation)."""
         memory, pad = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         item = interaction[self.ITEM_ID]
         target = self.tokenizer.encode(item, self.item_splits()[item]).unsqueeze(1)  # [B, 1, T]
-        return -self.generator.sequence_nll(memory, pad, target).squeeze(1)
+        scores = -self.generator.sequence_nll(memory, pad, target)  # [B, 1]
+        return self.item_head.rescore(scores, memory, pad, item.unsqueeze(1)).squeeze(1)

@@ -1,0 +1,67 @@
+"""Item-level capacity on the output side: a free embedding per item that re-scores generated items.
+
+Ours, not in FlexCode (issue #13; results/cpu/Amazon_Beauty/analysis/token_fit.md): the generator
+scores an item only through its shared code tokens, so a rare item whose codes are dominated by
+popular neighbours cannot get a score of its own, even on training rows. :class:`ItemHead` gives
+every item a free vector ``e_i`` (zero at the start) and the user a vector ``u`` (the mean of the
+encoded history, projected); it trains ``CE(softmax_i(u·e_i), target)`` beside ``L_ARG`` with
+weight ``item_head_weight``, and adds ``item_head_rescore · log softmax_i(u·e_i)`` to the score of
+every item the decoder returns — the beam's candidates under constrained decoding, every item
+under exact scoring — so it re-ranks what the trie allows and never adds an item to the beam.
+An item never seen as a training target is only pushed down, like every negative, through the
+softmax's normaliser; within the beam its rank still comes mostly from its code path. Whether that
+helps the tail more than it hurts cold items is what the Beauty ablation has to show.
+
+``item_head_weight: 0`` (the default) builds :class:`NoItemHead`, which changes nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class NoItemHead(nn.Module):
+    """The paper's model: item scores are the generator's path log-probabilities alone."""
+
+    def add_loss(self, loss, memory, pad, target):
+        return loss
+
+    def rescore(self, scores, memory, pad, items=None):
+        return scores
+
+
+class ItemHead(NoItemHead):
+    """Free item embeddings re-scoring generated items (see module docstring)."""
+
+    def __init__(self, n_items: int, hidden_size: int, weight: float, rescore_weight: float):
+        super().__init__()
+        self.user = nn.Linear(hidden_size, hidden_size)
+        self.items = nn.Embedding(n_items, hidden_size, padding_idx=0)
+        nn.init.zeros_(self.items.weight)  # start from the generator's own ranking
+        self.weight, self.rescore_weight = float(weight), float(rescore_weight)
+
+    def log_probs(self, memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """``log softmax_i(u·e_i)`` over all items ``[B, N]`` (padding item excluded)."""
+        keep = (~pad).unsqueeze(-1).to(memory.dtype)
+        u = self.user((memory * keep).sum(1) / keep.sum(1).clamp_min(1.0))
+        logits = u @ self.items.weight.t()
+        logits[:, 0] = float("-inf")
+        return F.log_softmax(logits, dim=-1)
+
+    def add_loss(self, loss, memory, pad, target):
+        return loss + self.weight * F.nll_loss(self.log_probs(memory, pad), target)
+
+    def rescore(self, scores, memory, pad, items=None):
+        """``scores [B, M]`` of ``items [B, M]`` (or of every item, ``[B, N]``) plus the head's log-probabilities."""
+        lp = self.log_probs(memory, pad)
+        extra = lp if items is None else lp.gather(1, items.clamp_min(0))
+        return scores + self.rescore_weight * extra.masked_fill(~torch.isfinite(scores), 0.0)
+
+
+def build_item_head(config, n_items: int, hidden_size: int) -> NoItemHead:
+    weight = float(config["item_head_weight"])
+    if weight == 0:
+        return NoItemHead()
+    return ItemHead(n_items, hidden_size, weight, float(config["item_head_rescore"]))

@@ -1,0 +1,102 @@
+"""The output-side item head (recbole_flexcode/model/item_head.py) inside FlexCode, on the tiny slice."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from recbole_flexcode.model.item_head import ItemHead, NoItemHead
+
+TINY = dict(token_budget=3, codebook_size=16, code_dim=16, rqvae_hidden_sizes=[32], rqvae_epochs=15, rqvae_batch_size=256,
+            align_proj_size=16, cf_epochs=2, cf_hidden_size=16, cf_inner_size=32, cf_n_layers=1, router_hidden_size=8,
+            hidden_size=16, inner_size=32, n_encoder_layers=1, n_decoder_layers=1, dropout_prob=0.1, beam_size=20,
+            train_batch_size=128, variant="fix")
+
+
+@pytest.fixture(scope="module")
+def built(tiny_data, tmp_path_factory):
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_flexcode.config import FlexConfig
+    from recbole_flexcode.model.flexcode import FlexCode
+    from recbole_flexcode.pipeline import prepare
+
+    cache = tmp_path_factory.mktemp("item-head-cache")
+    models, data = {}, None
+    for weight in (0.0, 1.0):
+        config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(cache), item_head_weight=weight, **TINY))
+        init_seed(config["seed"], config["reproducibility"])
+        dataset = create_dataset(config)
+        train, valid, test = data_preparation(config, dataset)
+        prepare(config, train._dataset)
+        init_seed(config["seed"], config["reproducibility"])
+        models[weight] = FlexCode(config, train._dataset)
+        data = (train, valid, test)
+    return models, data
+
+
+def test_off_by_default_and_on_when_weighted(built):
+    models, _ = built
+    assert type(models[0.0].item_head) is NoItemHead
+    assert isinstance(models[1.0].item_head, ItemHead)
+    assert torch.all(models[1.0].item_head.items.weight == 0)
+
+
+def test_untrained_head_does_not_change_the_ranking(built):
+    """With every e_i = 0 the head adds the same log(1/(N-1)) to every item: ranks are the generator's."""
+    models, (_, _, test) = built
+    m = models[1.0]
+    batch = next(iter(test))[0][torch.arange(6)]
+    m.eval()
+    with torch.no_grad():
+        with_head = m.full_sort_predict(batch)
+        plain = copy.deepcopy(m)
+        plain.item_head = NoItemHead()
+        without = plain.full_sort_predict(batch)
+    finite = torch.isfinite(without)
+    assert torch.equal(finite, torch.isfinite(with_head))
+    shift = (with_head - without)[finite]
+    assert torch.allclose(shift, torch.full_like(shift, -torch.log(torch.tensor(m.n_items - 1.0)).item()), atol=1e-5)
+
+
+def test_head_loss_is_added_and_trains_the_target_items(built):
+    models, (train, _, _) = built
+    m = copy.deepcopy(models[1.0])
+    batch = next(iter(train))
+    target = batch[m.POS_ITEM_ID]
+    m.train()
+    memory, pad = m.forward(batch[m.ITEM_SEQ], batch[m.ITEM_SEQ_LEN])
+    before = m.item_head.log_probs(memory, pad).gather(1, target[:, None]).mean().item()
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(15):
+        opt.zero_grad()
+        m.calculate_loss(batch).backward()
+        opt.step()
+    assert m.item_head.items.weight.grad[target].abs().sum() > 0
+    m.eval()
+    with torch.no_grad():
+        memory, pad = m.forward(batch[m.ITEM_SEQ], batch[m.ITEM_SEQ_LEN])
+        after = m.item_head.log_probs(memory, pad).gather(1, target[:, None]).mean().item()
+    assert after > before + 1.0  # the head memorises the batch's targets: item-level capacity
+
+
+def test_beam_over_the_whole_catalogue_equals_exact_scoring_with_the_head(built):
+    models, (train, _, test) = built
+    m = copy.deepcopy(models[1.0])
+    with torch.no_grad():
+        m.item_head.items.weight.normal_(0, 0.5)  # a head that reorders items
+    batch = next(iter(test))[0][torch.arange(4)]
+    m.eval()
+    m.beam_size = m.n_items - 1
+    with torch.no_grad():
+        beam = m.full_sort_predict(batch)
+        m.decode_mode = "exact"
+        exact = m.full_sort_predict(batch)
+        predicted = m.predict(type(batch)({**{k: batch[k] for k in batch.interaction}, m.ITEM_ID: beam[:, 1:].argmax(1) + 1}))
+    assert torch.equal(beam[:, 1:].argsort(1, descending=True)[:, :10], exact[:, 1:].argsort(1, descending=True)[:, :10])
+    top = beam[:, 1:].argmax(1) + 1
+    assert torch.allclose(predicted, exact.gather(1, top[:, None]).squeeze(1), atol=1e-4)
