@@ -216,6 +216,7 @@ class FlexConfig(Config):
             internal=self.internal_config_dict, sources=sources,
         )
         self.config_warnings = config_check.validate(ctx, self.external_config_dict)
+        self.known_keys = frozenset(ctx.known_keys)  # every setting this model accepts (the benchmark runner filters by it)
 
     def _set_default_parameters(self):
         super()._set_default_parameters()

@@ -540,3 +540,27 @@ def test_runner_stage_tokenize_builds_caches_and_writes_no_runs(tiny_data, tmp_p
     assert len(cf) == 2  # one CF SASRec per seed, cached for the runs that will train
     toks = [p for p in (tmp_path / "cache" / "ml-tiny").glob("tokenizer-*") if p.is_dir()]
     assert len(toks) == 2  # and one item tokenizer per seed
+
+
+def test_each_row_gets_only_the_settings_its_model_accepts(tiny_data, tmp_path, monkeypatch, capsys):
+    """A FlexCode-only setting in a mixed run reaches the FlexCode row, not SASRec's; a setting no row
+    accepts, or a bad value, fails before anything runs."""
+    from recbole_flexcode.benchmark import runner
+
+    seen = {}
+
+    def fake_run(spec, seed, dataset, path, overrides, config_files, command):
+        seen[spec.name] = runner.row_overrides(spec, overrides, dataset, config_files)
+        raise runner.BenchmarkError("stop here")
+
+    monkeypatch.setattr(runner, "run_one", fake_run)
+    base = [f"--dataset=ml-tiny", f"--data_path={tiny_data}", f"--out={tmp_path / 'out'}", "--seeds=2020"]
+    runner.main([*base, "--models=SASRec", "--cf_epochs=1", "--learning_rate=0.01"])
+    assert "no row accepts --cf_epochs" in capsys.readouterr().err
+    runner.main([*base, "--models=SASRec,FlexCode", "--cf_epochs=1", "--learning_rate=0.01"])
+    capsys.readouterr()
+    assert "cf_epochs" not in seen["SASRec"] and seen["SASRec"]["learning_rate"] == 0.01
+    seen.clear()
+    assert runner.main([*base, "--models=SASRec,FlexCode", "--token_budget=abc"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: row FlexCode") and "token_budget" in err and not seen

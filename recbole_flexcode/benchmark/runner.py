@@ -35,8 +35,8 @@ result plus a ``benchmark`` section with what this runner measures:
   the process-lifetime ``ru_maxrss``, flagged ``peak_rss_reset: false``);
 * ``device``: the GPU's name, or the CPU model from ``/proc/cpuinfo``;
 * ``train_s`` (``timings_s.train``: RecBole ``trainer.fit``, including per-epoch validation),
-  ``stages_s`` (``timings_s.model_init``: FlexCode's text-embedding / CF-SASRec / tokenizer stages,
-  near zero when they come from the cache) and ``wall_s`` (the whole ``run()`` call).
+  ``stages_s`` (the sum of ``timings_s.stages``: FlexCode's and SOLID's text-embedding / CF-SASRec /
+  tokenizer (/ metacode) stages, near zero when they come from the cache) and ``wall_s`` (the whole ``run()`` call).
 
 ``--stage=tokenize`` (or ``--stage=embed``) builds every row's stages and trains nothing: the cached
 stages of FlexCode and SOLID rows (text embeddings and CF SASRec; with ``tokenize`` also the item
@@ -296,12 +296,42 @@ def _bench_base(spec: RowSpec, seed: int, device: str, wall_s, timings: dict, n_
         "device": device,
         "wall_s": wall_s,
         "train_s": timings.get("train"),
-        "stages_s": timings.get("model_init"),
+        "stages_s": sum((timings.get("stages") or {}).values()) if timings.get("stages") else None,
         "test_s": test_s,
         "n_test_users": n_users,
         "inference_users_per_s": (n_users / test_s) if n_users and test_s else None,
         "inference_timing": "test users / timings_s.test (RecBole test pass incl. checkpoint load)",
     }
+
+
+def row_overrides(spec: RowSpec, overrides: dict, dataset: str, config_files) -> dict:
+    """The ``--key=value`` settings this row's model accepts: a FlexCode-only setting (``--cf_epochs``)
+    given to a mixed run reaches the FlexCode rows, not the SASRec one."""
+    if not overrides:
+        return {}
+    from recbole_flexcode.config import FlexConfig
+
+    known = FlexConfig(spec.model, dataset, config_files, None, {"seed": 0}).known_keys
+    return {k: v for k, v in overrides.items() if k in known}
+
+
+def check_rows(rows, overrides: dict, dataset: str, config_files, seed: int) -> None:
+    """Build every row's configuration before anything runs: a bad setting fails in seconds, not
+    hours into the run; a setting no row accepts is an error."""
+    from recbole_flexcode.config import ConfigError, FlexConfig
+
+    used = set()
+    for spec in rows:
+        mine = row_overrides(spec, overrides, dataset, config_files)
+        used |= set(mine)
+        try:
+            FlexConfig(spec.model, dataset, config_files, None, {**mine, **spec.overrides, "seed": seed})
+        except (ConfigError, FileNotFoundError) as exc:
+            raise BenchmarkError(f"row {spec.name}: {exc}") from exc
+    unused = sorted(set(overrides) - used)
+    if unused:
+        raise BenchmarkError(f"no row accepts {', '.join('--' + k for k in unused)} "
+                             f"(rows: {', '.join(s.name for s in rows)})")
 
 
 def run_one(spec: RowSpec, seed: int, dataset: str, path: str, overrides: dict, config_files, command: str) -> dict:
@@ -314,7 +344,7 @@ def run_one(spec: RowSpec, seed: int, dataset: str, path: str, overrides: dict, 
 
         torch.cuda.reset_peak_memory_stats()
     rss_reset = reset_peak_rss()
-    cmd_args = {**overrides, **spec.overrides, "seed": int(seed)}
+    cmd_args = {**row_overrides(spec, overrides, dataset, config_files), **spec.overrides, "seed": int(seed)}
     t0 = time.time()
     result = quick_start.run(
         spec.model,
@@ -465,6 +495,9 @@ def main(argv=None) -> int:
         seeds = parse_int_list(args.seeds, "seeds")
         if not seeds:
             raise BenchmarkError("no seeds given (--seeds)")
+        config_files = args.config_files.split() if args.config_files else None
+        if not args.tables_only:
+            check_rows(rows, overrides, args.dataset, config_files, seeds[0])
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -488,7 +521,6 @@ def main(argv=None) -> int:
             print(f"wrote {path}")
         return 0
 
-    config_files = args.config_files.split() if args.config_files else None
     plan = [(spec, seed) for spec in rows for seed in seeds]
     total = len(plan)
     todo = sum(1 for spec, seed in plan if load_finished(run_file(args.out, args.dataset, spec.name, seed)) is None)
