@@ -130,7 +130,7 @@ def _codebook_settings(config, n_levels: int, codebook_size: int, code_dim: int,
         codebook = {"code_dim": int(code_dim), "hidden_dims": [int(h) for h in config["rqvae_hidden_sizes"]],
                     "beta": float(config["rqvae_beta"]), **(align or {})}
         fit = {"epochs": int(config["rqvae_epochs"]), "batch_size": int(config["rqvae_batch_size"]),
-               "lr": float(config["rqvae_learning_rate"])}
+               "lr": float(config["rqvae_learning_rate"]), "patience": int(config["rqvae_patience"])}
     return {"kind": kind, "n_levels": int(n_levels), "codebook_size": int(codebook_size), "codebook": codebook,
             "fit": fit, "seed": int(config["seed"])}
 

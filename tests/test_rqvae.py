@@ -229,3 +229,23 @@ def test_level_stats(fitted, x):
     assert model.level_stats(distinct)["collision_rate"] == 0.0
     dup = torch.cat([distinct, distinct[:5]])
     assert model.level_stats(dup)["collision_rate"] == pytest.approx(10 / 25)
+
+
+def test_patience_stops_a_converged_fit_and_zero_keeps_the_epoch_count():
+    """``patience`` > 0 ends the fit once the loss stops improving; 0 runs exactly ``epochs``."""
+    import torch
+
+    from recbole_flexcode.tokenizer.rqvae import RQVAE, Plateau
+
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    fixed = RQVAE(8, code_dim=4, n_levels=2, codebook_size=4, hidden_dims=(16,)).fit(x, epochs=60, batch_size=64, show_progress=False)
+    assert len(fixed["loss"]) == 60
+    torch.manual_seed(0)
+    early = RQVAE(8, code_dim=4, n_levels=2, codebook_size=4, hidden_dims=(16,)).fit(
+        x, epochs=5000, batch_size=64, lr=1e-2, show_progress=False, patience=10)
+    n = len(early["loss"])
+    assert 10 < n < 5000
+    best = min(early["loss"][: n - 10])
+    assert all(v >= best * (1 - 1e-3) for v in early["loss"][n - 10:])  # the last 10 epochs did not improve
+    plateau = Plateau(patience=2, min_delta=0.0)
+    assert [plateau(v) for v in (3.0, 2.0, 2.0, 2.5)] == [False, False, False, True]

@@ -47,7 +47,10 @@ def report(model) -> dict:
         "training_mode": model.training_mode,
         "decode_mode": model.decode_mode,
         "tokenizer_type": tok.spec["kind"],
+        # inputs are standardised to unit mean squared norm: each source's recon_mse is the fraction of
+        # the embedding's variance the codes leave unreconstructed
         "tokenizer": tok.stats(),
+        "tokenizer_fit": tok.spec.get("fit_result"),
         "collisions": tok.spec["collisions"],
         "disambiguation_tokens": tok.layout.n_disamb,
         "split_histogram": np.bincount(splits, minlength=model.budget + 1).tolist(),

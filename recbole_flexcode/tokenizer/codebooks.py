@@ -56,12 +56,14 @@ class RQVAECodebooks(nn.Module):
         else:
             raise ValueError(f"RQVAECodebooks: sources must be one of them or both of {SEMANTIC}, {COLLABORATIVE}")
 
-    def fit(self, x: dict, epochs: int, batch_size: int, lr: float, seed: int, show_progress=True, logger=None) -> dict:
+    def fit(self, x: dict, epochs: int, batch_size: int, lr: float, seed: int, show_progress=True, logger=None,
+            patience: int = 0) -> dict:
+        """At most ``epochs`` epochs; ``patience`` > 0 stops at convergence (:class:`~recbole_flexcode.tokenizer.rqvae.Plateau`)."""
         if len(self.sources) == 1:
             return self.single.fit(x[self.sources[0]], epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                                   show_progress=show_progress, logger=logger)
+                                   show_progress=show_progress, logger=logger, patience=patience)
         return self.dual.fit(x[SEMANTIC], x[COLLABORATIVE], epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                             show_progress=show_progress, logger=logger)
+                             show_progress=show_progress, logger=logger, patience=patience)
 
     @torch.no_grad()
     def encode(self, x: dict) -> dict:

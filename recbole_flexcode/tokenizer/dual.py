@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from recbole_flexcode.tokenizer.alignment import CrossCodebookAlignment
-from recbole_flexcode.tokenizer.rqvae import RQVAE
+from recbole_flexcode.tokenizer.rqvae import RQVAE, Plateau
 
 
 def standardize(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -81,8 +81,12 @@ class DualCodebookTokenizer(nn.Module):
         total = sem_out.loss + cf_out.loss + self.align_weight * align
         return {"total": total, "sem": sem_out.loss, "cf": cf_out.loss, "align": align, "sem_out": sem_out, "cf_out": cf_out}
 
-    def fit(self, sem_x, cf_x, epochs=200, batch_size=1024, lr=1e-3, seed=0, show_progress=True, logger=None) -> dict:
-        """Jointly fit both codebooks and the alignment heads; k-means initialises each codebook."""
+    def fit(self, sem_x, cf_x, epochs=200, batch_size=1024, lr=1e-3, seed=0, show_progress=True, logger=None,
+            patience=0) -> dict:
+        """Jointly fit both codebooks and the alignment heads; k-means initialises each codebook.
+
+        At most ``epochs`` epochs; with ``patience`` > 0 it stops once the summed loss has stopped
+        improving (:class:`~recbole_flexcode.tokenizer.rqvae.Plateau`)."""
         log = logger or logging.getLogger(__name__)
         sem_x = torch.as_tensor(sem_x, dtype=torch.float32)
         cf_x = torch.as_tensor(cf_x, dtype=torch.float32)
@@ -95,6 +99,7 @@ class DualCodebookTokenizer(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         history = {"loss": [], "sem": [], "cf": [], "align": [], "dead_codes_reset": []}
+        plateau = Plateau(patience)
         self.train()
         bar = tqdm(range(epochs), desc="tokenizer (dual RQ-VAE)", disable=not show_progress, leave=False)
         for epoch in bar:
@@ -124,11 +129,15 @@ class DualCodebookTokenizer(nn.Module):
                 history[key].append(sums[key] / n)
             history["dead_codes_reset"].append(reset)
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", align=f"{sums['align'] / n:.3f}", reset=reset)
-            if (epoch + 1) % max(1, epochs // 5) == 0 or epoch + 1 == epochs:
+            converged = plateau(sums["loss"] / n)
+            if (epoch + 1) % max(1, epochs // 5) == 0 or epoch + 1 == epochs or converged:
                 log.info(
-                    "tokenizer epoch %d/%d: loss %.4f (semantic %.4f, collaborative %.4f, align %.4f), dead codes reset %d",
+                    "tokenizer epoch %d/%d: loss %.4f (semantic %.4f, collaborative %.4f, align %.4f), dead codes reset %d%s",
                     epoch + 1, epochs, sums["loss"] / n, sums["sem"] / n, sums["cf"] / n, sums["align"] / n, reset,
+                    " (converged)" if converged else "",
                 )
+            if converged:
+                break
         self.eval()
         return history
 

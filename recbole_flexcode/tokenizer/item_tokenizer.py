@@ -166,7 +166,7 @@ class ItemTokenizer(nn.Module):
             torch.manual_seed(seed)
             tok = cls(spec)
             log.info("tokenizer (%s): fitting on %d items, sources %s (%s)", kind, n_items - 1, ", ".join(x), fit)
-            tok.codebooks.fit(x, seed=seed, show_progress=show_progress, logger=log, **fit)
+            history = tok.codebooks.fit(x, seed=seed, show_progress=show_progress, logger=log, **fit)
         with torch.no_grad():
             for name, ps in parts.items():
                 getattr(tok, f"inputs_{name}").copy_(x[name])
@@ -178,7 +178,9 @@ class ItemTokenizer(nn.Module):
         paths, layout, stats = tok._build_paths(codes, min_disamb)
         if disamb_headroom > 1:
             paths, layout, _ = tok._build_paths(codes, disamb_headroom * layout.n_disamb)
-        tok.spec.update(n_disamb=layout.n_disamb, collisions=stats)
+        losses = history.get("loss", [])
+        tok.spec.update(n_disamb=layout.n_disamb, collisions=stats,
+                        fit_result={"epochs_run": len(losses), "final_loss": float(losses[-1]) if losses else None})
         tok._sync_spec()
         tok._set_paths(codes, paths, layout)
         return tok

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RQVAEOutput", "RQVAE", "code_statistics"]
+__all__ = ["RQVAEOutput", "RQVAE", "Plateau", "code_statistics"]
 
 _WEIGHTS_FILE = "rqvae.safetensors"
 _CONFIG_FILE = "rqvae.json"
@@ -148,6 +148,23 @@ def code_statistics(codes: Tensor, residuals: Sequence[Tensor], codebook_size: i
     else:
         collision = 0.0
     return {"levels": levels, "recon_mse": recon_mse, "collision_rate": collision}
+
+
+class Plateau:
+    """Convergence test of a tokenizer fit: stop once the epoch loss has not fallen by more than
+    ``min_delta`` (relative to the best so far) for ``patience`` epochs; ``patience`` 0 never stops
+    (a fixed number of epochs)."""
+
+    def __init__(self, patience: int = 0, min_delta: float = 1e-3):
+        self.patience, self.min_delta = int(patience), float(min_delta)
+        self.best, self.waited = float("inf"), 0
+
+    def __call__(self, loss: float) -> bool:
+        if loss < self.best * (1.0 - self.min_delta):
+            self.best, self.waited = loss, 0
+        else:
+            self.waited += 1
+        return 0 < self.patience <= self.waited
 
 
 class RQVAE(nn.Module):
@@ -385,8 +402,12 @@ class RQVAE(nn.Module):
         dead_code_every: int = 1,
         show_progress: bool = True,
         logger=None,
+        patience: int = 0,
     ) -> dict:
         """Train on ``x`` by minimising L_SC / L_CC (FlexCode §4.1.1) with Adam.
+
+        At most ``epochs`` epochs; with ``patience`` > 0 it stops once the loss has stopped
+        improving (:class:`Plateau`), so "trained to convergence" is a setting, not a guess.
 
         k-means initialises the codebooks on the first call (RQ-VAE, Lee et al. 2022);
         mini-batches are reshuffled every epoch; every ``dead_code_every`` epochs (0
@@ -412,6 +433,7 @@ class RQVAE(nn.Module):
         opt = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
         fork_devices = [self._device] if self._device.type == "cuda" else []
         log_every = max(1, epochs // 10)
+        plateau = Plateau(patience)
 
         was_training = self.training
         self.train()
@@ -447,11 +469,14 @@ class RQVAE(nn.Module):
                 history["recon_loss"].append(tot_recon / n)
                 history["dead_codes_reset"].append(n_reset)
                 bar.set_postfix(loss=f"{tot_loss / n:.4f}", recon=f"{tot_recon / n:.4f}", reset=n_reset)
-                if logger is not None and ((epoch + 1) % log_every == 0 or epoch + 1 == epochs):
+                converged = plateau(tot_loss / n)
+                if logger is not None and ((epoch + 1) % log_every == 0 or epoch + 1 == epochs or converged):
                     logger.info(
                         f"RQ-VAE epoch {epoch + 1}/{epochs}: loss={tot_loss / n:.5f} "
-                        f"recon={tot_recon / n:.5f} dead_codes_reset={n_reset}"
+                        f"recon={tot_recon / n:.5f} dead_codes_reset={n_reset}" + (" (converged)" if converged else "")
                     )
+                if converged:
+                    break
             bar.close()
         self.train(was_training)
         return history
