@@ -564,3 +564,34 @@ def test_each_row_gets_only_the_settings_its_model_accepts(tiny_data, tmp_path, 
     assert runner.main([*base, "--models=SASRec,FlexCode", "--token_budget=abc"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: row FlexCode") and "token_budget" in err and not seen
+
+
+def test_tokenizer_comparison_writes_one_row_per_tokenizer(tiny_data, tmp_path, monkeypatch):
+    """``python -m recbole_flexcode.benchmark.tokenizers``: RQ-VAE (fixed, converged) and rkmeans on the same items."""
+    import json
+
+    from recbole_flexcode.benchmark import tokenizers
+
+    monkeypatch.chdir(tmp_path)
+    candidates = (tokenizers.CANDIDATES[0], (tokenizers.CANDIDATES[1][0], {"kind": "rqvae", "patience": 5, "epochs": 300}),
+                  tokenizers.CANDIDATES[2])
+    monkeypatch.setattr(tokenizers, "CANDIDATES", candidates)
+    out = tmp_path / "tok"
+    args = ["--dataset=ml-tiny", f"--data_path={tiny_data}", f"--out={out}", "--levels=2", "--codebook_size=8",
+            "--rqvae_epochs=20", "--rqvae_hidden_sizes=[16]", "--code_dim=8", f"--cache_dir={tmp_path / 'cache'}",
+            "--load_col={inter: [user_id, item_id, timestamp], item: [item_id, movie_title, release_year, class]}",
+            "--text_fields=[movie_title, release_year, class]"]
+    assert tokenizers.main(args) == 0
+    data = json.loads((out / "tokenizers.json").read_text())
+    assert [r["tokenizer"] for r in data["rows"]] == [name for name, _ in tokenizers.CANDIDATES]
+    fixed, converged, rkmeans = data["rows"]
+    assert fixed["fit_result"]["epochs_run"] == 20 and 5 < converged["fit_result"]["epochs_run"] <= 300
+    for r in data["rows"]:
+        st = r["stats"]["semantic"]
+        assert 0 < st["recon_mse"] < float("inf") and len(st["levels"]) == 2
+        assert all(1 <= lv["used_codes"] <= 8 for lv in st["levels"])
+    assert rkmeans["stats"]["semantic"]["recon_mse"] < 1.0  # k-means never leaves more than the variance
+    # residual k-means: each level can only lower the error left by the previous one
+    levels = rkmeans["stats"]["semantic"]["levels"]
+    assert levels[1]["residual_mse"] <= levels[0]["residual_mse"]
+    assert "| rkmeans (faiss) |" in (out / "tokenizers.md").read_text()
