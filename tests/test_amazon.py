@@ -293,3 +293,26 @@ def test_main_missing_file_exits_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "Traceback" not in err
     assert str(missing) in err and err.startswith("error:")
     assert not (tmp_path / "X").exists()
+
+
+def test_user_subsample_keeps_whole_users_in_file_order(tmp_path):
+    """data.subsample: a seeded share of users with all their rows, in the source order, and their items."""
+    from recbole_flexcode.data.subsample import main, subsample
+
+    src = tmp_path / "Toy"
+    src.mkdir()
+    rows = [f"u{u}\ti{(u * 7 + k) % 13}\t{1000 + 10 * u + k}" for u in range(20) for k in range(6)]
+    (src / "Toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    (src / "Toy.item").write_text("item_id:token\ttitle:token_seq\n" + "".join(f"i{i}\tt{i}\n" for i in range(13)), encoding="utf-8")
+    stats = subsample(str(src), "Toy_half", 0.5, 7, str(tmp_path / "out"))
+    out = (tmp_path / "out" / "Toy_half" / "Toy_half.inter").read_text(encoding="utf-8").splitlines()
+    kept = out[1:]
+    users = {r.split("\t")[0] for r in kept}
+    assert stats["users"] == len(users) == 10 and stats["interactions"] == len(kept) == 60
+    assert kept == [r for r in rows if r.split("\t")[0] in users]  # whole users, source order
+    items = (tmp_path / "out" / "Toy_half" / "Toy_half.item").read_text(encoding="utf-8").splitlines()[1:]
+    assert {r.split("\t")[0] for r in items} == {r.split("\t")[1] for r in kept}
+    assert subsample(str(src), "Toy_again", 0.5, 7, str(tmp_path / "out"))["users"] == 10
+    again = (tmp_path / "out" / "Toy_again" / "Toy_again.inter").read_text(encoding="utf-8").splitlines()[1:]
+    assert again == kept  # seeded
+    assert main([f"--source={src}", "--name=x", "--users=0"]) == 2
