@@ -29,7 +29,7 @@ from recbole.utils import InputType
 from recbole_flexcode.config import ConfigError
 from recbole_flexcode.data.popularity import training_item_counts
 from recbole_flexcode.model.generation import constrained_beam_search, exact_item_scores, last_position, scatter_item_scores
-from recbole_flexcode.model.generator import SemanticIDGenerator
+from recbole_flexcode.model.generator import build_generator
 from recbole_flexcode.model.item_head import build_item_head
 from recbole_flexcode.model.split_policy import build_split_policy
 from recbole_flexcode.model.variants import flexcode_variant
@@ -81,12 +81,8 @@ class FlexCode(SequentialRecommender):
         if self.training_mode == "staged":
             self.tokenizer.requires_grad_(False)
         self.split_policy = build_split_policy(config, self.variant, self._train_dataset, self.item_counts, uncertainty)
-        self.generator = SemanticIDGenerator(
-            tokenizer.vocab_size, tokenizer.path_length, self.max_seq_length, hidden_size=int(config["hidden_size"]),
-            n_heads=int(config["n_heads"]), inner_size=int(config["inner_size"]),
-            n_encoder_layers=int(config["n_encoder_layers"]), n_decoder_layers=int(config["n_decoder_layers"]),
-            dropout=float(config["dropout_prob"]),
-        )
+        # generator (transformer | t5) and history encoding (pooled | tokens): docs/design.md, "Generator options"
+        self.generator = build_generator(config, tokenizer, self.max_seq_length)
         # ours, not in the paper (results/cpu/Amazon_Beauty/analysis/token_fit.md): a free embedding per
         # item added to its code embeddings in the history, the only item-specific parameters
         self.history_id_embedding = None
