@@ -55,6 +55,9 @@ touches what RecBole 1.2.1 itself needs, and is a no-op on a stack that does not
    ``data_preparation`` that ``run_recbole`` / ``objective_function`` call (and
    :func:`load_data_and_model`) also runs :func:`prepare_plugin_stages` for plugin models, which
    builds their stage artefacts through ``recbole_flexcode.pipeline.prepare`` when that exists.
+9. **The plugin's trainer.**  ``recbole.trainer.FlexCodeTrainer`` and ``SOLIDTrainer`` are
+   :class:`recbole_flexcode.trainer.GenerativeTrainer` (RecBole's trainer plus a learning-rate
+   schedule and bf16), which RecBole's ``get_trainer`` finds by name.
 """
 
 from __future__ import annotations
@@ -601,6 +604,16 @@ def _patch_recbole_entry_points() -> None:
     configurator.Config._load_internal_config_dict = _load_internal_config_dict
 
 
+def _register_plugin_trainers() -> None:
+    """Fix 9: RecBole's ``get_trainer`` looks up ``recbole.trainer.<Model>Trainer``; the plugin's models
+    get :class:`recbole_flexcode.trainer.GenerativeTrainer` there, from every entry point."""
+    from recbole_flexcode.trainer import GenerativeTrainer
+
+    trainers = importlib.import_module("recbole.trainer")
+    for name in ("FlexCode", "SOLID"):
+        setattr(trainers, f"{name}Trainer", GenerativeTrainer)
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _APPLIED
@@ -615,4 +628,5 @@ def apply() -> None:
     _quiet_recbole_notices()
     _patch_recbole_pickle_caches()
     _patch_recbole_entry_points()
+    _register_plugin_trainers()
     _APPLIED = True

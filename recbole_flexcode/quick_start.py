@@ -36,12 +36,10 @@ _TRAINER_COUNT = itertools.count()
 
 
 def _trainer_for(config, model):
-    trainer_class = getattr(type(model), "trainer_class", None)
-    if trainer_class is None:
-        from recbole.utils import get_trainer
+    from recbole.utils import get_trainer
 
-        trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
-    trainer = trainer_class(config, model)
+    # the plugin's models get recbole_flexcode.trainer.GenerativeTrainer (compat fix 9)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     # RecBole names the checkpoint <model>-<local time to the second>.pth: runs of one model started
     # in the same second (parallel benchmark processes on one GPU) would overwrite each other's
     # best checkpoint and test the wrong model.

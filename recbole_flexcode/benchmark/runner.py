@@ -82,6 +82,11 @@ FLEXCODE_VARIANTS = ("full", "semantic_only", "cf_only", "fix", "no_align")
 FLEXCODE_SETTING_ROWS = {
     "decoupled": {"variant": "full", "router_mode": "decoupled"},
     "item_emb": {"variant": "full", "history_item_embedding": True},
+    # ours (issue #13): output-side item capacity, alone and with the history item embedding
+    "item_head": {"variant": "full", "item_head_weight": 1.0},
+    "item_emb_head": {"variant": "full", "history_item_embedding": True, "item_head_weight": 1.0},
+    # residual k-means codebooks (faiss, no training, no alignment term)
+    "rkmeans": {"variant": "no_align", "tokenizer": "rkmeans"},
 }
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 _FLEX_ROW = re.compile(r"^FlexCode(?:-(?P<variant>[a-z_]+?))?(?:-L(?P<budget>\d+))?$")

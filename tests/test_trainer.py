@@ -1,0 +1,68 @@
+"""The plugin's trainer (recbole_flexcode/trainer.py): RecBole's, plus warm-up + cosine learning rate."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from recbole_flexcode.trainer import GenerativeTrainer, lr_factor
+
+TINY = dict(token_budget=3, codebook_size=16, code_dim=16, rqvae_hidden_sizes=[32], rqvae_epochs=15, rqvae_batch_size=256,
+            align_proj_size=16, cf_epochs=2, cf_hidden_size=16, cf_inner_size=32, cf_n_layers=1, router_hidden_size=8,
+            hidden_size=16, inner_size=32, n_encoder_layers=1, n_decoder_layers=1, dropout_prob=0.1, beam_size=20,
+            train_batch_size=128, variant="fix")
+
+
+def test_lr_factor_warms_up_linearly_then_decays_by_a_cosine():
+    assert [lr_factor(s, 4, 20, "constant") for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert lr_factor(4, 4, 20, "cosine") == pytest.approx(1.0)
+    assert lr_factor(12, 4, 20, "cosine") == pytest.approx(0.5)
+    assert lr_factor(20, 4, 20, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(0, 0, 20, "constant") == 1.0
+
+
+def _trainer(tiny_data, tmp_path, **extra):
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_trainer, init_seed
+
+    from recbole_flexcode.config import FlexConfig
+    from recbole_flexcode.model.flexcode import FlexCode
+    from recbole_flexcode.pipeline import prepare
+
+    config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(
+        tiny_data, cache_dir=str(tmp_path / "cache"), checkpoint_dir=str(tmp_path / "saved"), **TINY, **extra))
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, _ = data_preparation(config, create_dataset(config))
+    prepare(config, train._dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = FlexCode(config, train._dataset)
+    return get_trainer(config["MODEL_TYPE"], "FlexCode")(config, model), train
+
+
+def test_recbole_picks_the_plugin_trainer_and_the_defaults_keep_a_constant_rate(tiny_data, tmp_path):
+    trainer, train = _trainer(tiny_data, tmp_path)
+    assert isinstance(trainer, GenerativeTrainer)
+    trainer._train_epoch(train, 0)
+    assert trainer.scheduler is None and trainer.optimizer.param_groups[0]["lr"] == trainer.learning_rate
+
+
+def test_warmup_and_cosine_follow_the_steps(tiny_data, tmp_path):
+    trainer, train = _trainer(tiny_data, tmp_path, lr_warmup_steps=3, lr_schedule="cosine", epochs=2, learning_rate=0.01)
+    steps = len(train)
+    trainer._train_epoch(train, 0)
+    expected = 0.01 * lr_factor(steps, 3, 2 * steps, "cosine")
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    assert 0 < expected < 0.01
+    # a resumed trainer starting at epoch 1 lands on the same rate before its first step
+    again, _ = _trainer(tiny_data, tmp_path, lr_warmup_steps=3, lr_schedule="cosine", epochs=2, learning_rate=0.01)
+    again.start_epoch = 1
+    again._start_schedule(train)
+    assert again.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+
+
+def test_bf16_is_ignored_on_a_cpu(tiny_data, tmp_path):
+    trainer, _ = _trainer(tiny_data, tmp_path, bf16=True)
+    assert trainer.bf16 is False
