@@ -103,3 +103,15 @@ def test_a_codebook_too_large_for_the_catalogue_is_reported(caplog):
 def test_the_shipped_datasets_pass(tiny_data):
     check_atomic_files(FlexConfig("SASRec", "ml-tiny", config_dict=tiny_config(tiny_data)))
     check_atomic_files(FlexConfig("SASRec", "ml-100k"))
+
+
+def test_optional_item_columns_missing_are_a_warning(tmp_path, caplog):
+    """Our Amazon_Beauty copy has no brand/price/description: RecBole loads the columns it finds."""
+    root = tmp_path / "data"
+    _dataset(root, "noitemcols", inter_text=HEADER + _rows(n_users=3, per_user=6))
+    (root / "noitemcols" / "noitemcols.item").write_text("item_id:token\ttitle:token_seq\n1\ta\n", encoding="utf-8")
+    config = FlexConfig("SASRec", "noitemcols", config_dict={
+        "data_path": str(root), "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title", "brand"]}})
+    with caplog.at_level(logging.WARNING, logger="recbole_flexcode.data.checks"):
+        check_atomic_files(config)
+    assert any("not loaded: brand" in r.getMessage() for r in caplog.records)

@@ -48,20 +48,26 @@ def check_atomic_files(config) -> None:
         raise ConfigError(f"{inter_path}: empty file (expected a header line and interaction rows)")
     fields = _header_fields(inter_path, lines[0])
     wanted = list(load_col.get("inter", []) or [])
-    missing = [f for f in wanted if f not in fields]
+    needed = [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]]
+    if (config["eval_args"] or {}).get("order") == "TO":
+        needed.append(config["TIME_FIELD"])
+    missing = [f for f in needed if f not in fields]
     if missing:
         hint = (" (the protocol orders each user's interactions by time: eval_args.order TO needs it)"
                 if config["TIME_FIELD"] in missing else "")
         raise ConfigError(f"{inter_path}: no column {', '.join(missing)} (columns: {', '.join(fields)}){hint}")
+    absent = [f for f in wanted if f not in fields and f not in needed]
+    if absent:  # RecBole loads the columns it finds
+        logger.warning("%s: load_col names columns the file lacks, not loaded: %s", inter_path, ", ".join(absent))
     rows = [line for line in lines[1:] if line.strip()]
     if not rows:
         raise ConfigError(f"{inter_path}: no interaction rows after the header")
-    keep = [fields.index(f) for f in wanted] if wanted else list(range(len(fields)))
+    keep = [fields.index(f) for f in wanted if f in fields] if wanted else list(range(len(fields)))
     counts = Counter(tuple(row.split("\t")[i] if i < len(row.split("\t")) else "" for i in keep) for row in rows)
     duplicates = sum(c - 1 for c in counts.values() if c > 1)
     if duplicates:
         logger.warning("%s: %d of %d interaction rows repeat an earlier row in every loaded column (%s); "
-                       "RecBole keeps them as separate interactions", inter_path, duplicates, len(rows), ", ".join(wanted))
+                       "RecBole keeps them as separate interactions", inter_path, duplicates, len(rows), ", ".join(fields[i] for i in keep))
     if load_col.get("item"):
         item_path = os.path.join(folder, f"{name}.item")
         if os.path.isfile(item_path):
@@ -70,8 +76,8 @@ def check_atomic_files(config) -> None:
                 raise ConfigError(f"{item_path}: empty file (expected a header line)")
             item_fields = _header_fields(item_path, item_lines[0])
             absent = [f for f in load_col["item"] if f not in item_fields]
-            if absent:
-                raise ConfigError(f"{item_path}: no column {', '.join(absent)} (columns: {', '.join(item_fields)})")
+            if absent:  # optional item fields: RecBole loads the ones it finds (our Beauty copy has no brand)
+                logger.warning("%s: load_col names columns the file lacks, not loaded: %s", item_path, ", ".join(absent))
 
 
 def _emptied(config, users: int | str, items: int | str, inters: int | str) -> ConfigError:
