@@ -744,7 +744,9 @@ def _rule_heads_divide_width(cfg, ctx):
     if not ctx.plugin_model:
         return None
     sasrec = _sasrec_defaults()
-    pairs = [("hidden_size", "n_heads", cfg.get("hidden_size"), cfg.get("n_heads"))]
+    pairs = []
+    if not (cfg.get("generator") == "t5" and cfg.get("head_size") is not None):  # T5 heads have their own width
+        pairs.append(("hidden_size", "n_heads", cfg.get("hidden_size"), cfg.get("n_heads")))
     if any(k.startswith("cf_") for k in cfg):
         width = cfg.get("cf_hidden_size")
         heads = cfg.get("cf_n_heads")

@@ -87,6 +87,10 @@ FLEXCODE_SETTING_ROWS = {
     "item_emb_head": {"variant": "full", "history_item_embedding": True, "item_head_weight": 1.0},
     # residual k-means codebooks (faiss, no training, no alignment term)
     "rkmeans": {"variant": "no_align", "tokenizer": "rkmeans"},
+    # generator options (issue #13): T5 stacks, every history item's path tokens as encoder positions
+    "t5": {"variant": "full", "generator": "t5"},
+    "tokens": {"variant": "full", "history_encoding": "tokens"},
+    "t5_tokens": {"variant": "full", "generator": "t5", "history_encoding": "tokens"},
 }
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 _FLEX_ROW = re.compile(r"^FlexCode(?:-(?P<variant>[a-z_]+?))?(?:-L(?P<budget>\d+))?$")
