@@ -232,7 +232,7 @@ def test_level_stats(fitted, x):
 
 
 def test_patience_stops_a_converged_fit_and_zero_keeps_the_epoch_count():
-    """``patience`` > 0 ends the fit once the loss stops improving; 0 runs exactly ``epochs``."""
+    """``patience`` > 0 ends the fit once the reconstruction stops improving; 0 runs exactly ``epochs``."""
     import torch
 
     from recbole_flexcode.tokenizer.rqvae import RQVAE, Plateau
@@ -243,9 +243,9 @@ def test_patience_stops_a_converged_fit_and_zero_keeps_the_epoch_count():
     torch.manual_seed(0)
     early = RQVAE(8, code_dim=4, n_levels=2, codebook_size=4, hidden_dims=(16,)).fit(
         x, epochs=5000, batch_size=64, lr=1e-2, show_progress=False, patience=10)
-    n = len(early["loss"])
+    n = len(early["recon_loss"])
     assert 10 < n < 5000
-    best = min(early["loss"][: n - 10])
-    assert all(v >= best * (1 - 1e-3) for v in early["loss"][n - 10:])  # the last 10 epochs did not improve
+    best = min(early["recon_loss"][: n - 10])
+    assert all(v >= best * (1 - 1e-3) for v in early["recon_loss"][n - 10:])  # the last 10 epochs did not improve it
     plateau = Plateau(patience=2, min_delta=0.0)
     assert [plateau(v) for v in (3.0, 2.0, 2.0, 2.5)] == [False, False, False, True]

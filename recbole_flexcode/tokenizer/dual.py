@@ -85,8 +85,8 @@ class DualCodebookTokenizer(nn.Module):
             patience=0) -> dict:
         """Jointly fit both codebooks and the alignment heads; k-means initialises each codebook.
 
-        At most ``epochs`` epochs; with ``patience`` > 0 it stops once the summed loss has stopped
-        improving (:class:`~recbole_flexcode.tokenizer.rqvae.Plateau`)."""
+        At most ``epochs`` epochs; with ``patience`` > 0 it stops once the summed reconstruction error
+        of both RQ-VAEs has stopped improving (:class:`~recbole_flexcode.tokenizer.rqvae.Plateau`)."""
         log = logger or logging.getLogger(__name__)
         sem_x = torch.as_tensor(sem_x, dtype=torch.float32)
         cf_x = torch.as_tensor(cf_x, dtype=torch.float32)
@@ -105,6 +105,7 @@ class DualCodebookTokenizer(nn.Module):
         for epoch in bar:
             usage = {m: torch.zeros(self.n_levels, self.codebook_size, dtype=torch.long) for m in ("sem", "cf")}
             sums = dict.fromkeys(("loss", "sem", "cf", "align"), 0.0)
+            recon_sum = 0.0
             perm = torch.randperm(n, generator=gen)
             for start in range(0, n, batch_size):
                 idx = perm[start : start + batch_size]
@@ -114,6 +115,7 @@ class DualCodebookTokenizer(nn.Module):
                 opt.step()
                 for key, name in (("loss", "total"), ("sem", "sem"), ("cf", "cf"), ("align", "align")):
                     sums[key] += float(out[name].detach()) * len(idx)
+                recon_sum += float((out["sem_out"].recon_loss + out["cf_out"].recon_loss).detach()) * len(idx)
                 for m in ("sem", "cf"):
                     codes = out[f"{m}_out"].codes.cpu()
                     for level in range(self.n_levels):
@@ -129,7 +131,7 @@ class DualCodebookTokenizer(nn.Module):
                 history[key].append(sums[key] / n)
             history["dead_codes_reset"].append(reset)
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", align=f"{sums['align'] / n:.3f}", reset=reset)
-            converged = plateau(sums["loss"] / n)
+            converged = plateau(recon_sum / n)  # both reconstructions: whether the codebooks still learn
             if (epoch + 1) % max(1, epochs // 5) == 0 or epoch + 1 == epochs or converged:
                 log.info(
                     "tokenizer epoch %d/%d: loss %.4f (semantic %.4f, collaborative %.4f, align %.4f), dead codes reset %d%s",

@@ -151,7 +151,7 @@ def code_statistics(codes: Tensor, residuals: Sequence[Tensor], codebook_size: i
 
 
 class Plateau:
-    """Convergence test of a tokenizer fit: stop once the epoch loss has not fallen by more than
+    """Convergence test of a tokenizer fit: stop once the epoch's reconstruction error has not fallen by more than
     ``min_delta`` (relative to the best so far) for ``patience`` epochs; ``patience`` 0 never stops
     (a fixed number of epochs)."""
 
@@ -406,8 +406,8 @@ class RQVAE(nn.Module):
     ) -> dict:
         """Train on ``x`` by minimising L_SC / L_CC (FlexCode §4.1.1) with Adam.
 
-        At most ``epochs`` epochs; with ``patience`` > 0 it stops once the loss has stopped
-        improving (:class:`Plateau`), so "trained to convergence" is a setting, not a guess.
+        At most ``epochs`` epochs; with ``patience`` > 0 it stops once the reconstruction error has
+        stopped improving (:class:`Plateau`), so "trained to convergence" is a setting, not a guess.
 
         k-means initialises the codebooks on the first call (RQ-VAE, Lee et al. 2022);
         mini-batches are reshuffled every epoch; every ``dead_code_every`` epochs (0
@@ -469,7 +469,7 @@ class RQVAE(nn.Module):
                 history["recon_loss"].append(tot_recon / n)
                 history["dead_codes_reset"].append(n_reset)
                 bar.set_postfix(loss=f"{tot_loss / n:.4f}", recon=f"{tot_recon / n:.4f}", reset=n_reset)
-                converged = plateau(tot_loss / n)
+                converged = plateau(tot_recon / n)  # the reconstruction, not the codebook terms, says whether it still learns
                 if logger is not None and ((epoch + 1) % log_every == 0 or epoch + 1 == epochs or converged):
                     logger.info(
                         f"RQ-VAE epoch {epoch + 1}/{epochs}: loss={tot_loss / n:.5f} "
