@@ -79,6 +79,15 @@ DEFAULT_SEEDS = "2020,2021,2022"
 #: FlexCode variants (kept in step with ``recbole_flexcode.model.flexcode.VARIANTS``; a test checks).
 FLEXCODE_VARIANTS = ("full", "semantic_only", "cf_only", "fix", "no_align")
 #: Rows of the full variant with one of our settings (docs/design.md: "router", "history item embedding").
+#: A T5 generator over token-level histories at the size of the strong public recipes (SPEC §6: T5 4 + 4,
+#: d 128, 6 heads of 64, FFN 1024, dropout 0.1) with ActionPiece's optimiser (AdamW lr 1e-3, weight decay
+#: 0.15, clipping at 1, cosine decay) and a warm-up of 1,000 steps (ours: theirs is 10k, longer than a
+#: 10-minute GPU window trains); one row setting, so baselines in the same run keep their own.
+RECIPE = {"generator": "t5", "history_encoding": "tokens", "hidden_size": 128, "n_heads": 6, "head_size": 64,
+          "inner_size": 1024, "n_encoder_layers": 4, "n_decoder_layers": 4, "dropout_prob": 0.1,
+          "learner": "adamw", "weight_decay": 0.15, "lr_warmup_steps": 1000, "lr_schedule": "cosine",
+          "learning_rate": 0.001, "clip_grad_norm": {"max_norm": 1.0}, "bf16": True}
+
 FLEXCODE_SETTING_ROWS = {
     "decoupled": {"variant": "full", "router_mode": "decoupled"},
     "item_emb": {"variant": "full", "history_item_embedding": True},
@@ -91,6 +100,10 @@ FLEXCODE_SETTING_ROWS = {
     "t5": {"variant": "full", "generator": "t5"},
     "tokens": {"variant": "full", "history_encoding": "tokens"},
     "t5_tokens": {"variant": "full", "generator": "t5", "history_encoding": "tokens"},
+    # the public recipes' size (SPEC §6: d 128, 6 heads of 64, FFN 1024, 4 + 4 layers), FlexCode and TIGER-style
+    "recipe": {"variant": "full", **RECIPE},
+    "recipe_item_head": {"variant": "full", "item_head_weight": 1.0, **RECIPE},
+    "tiger": {"variant": "semantic_only", **RECIPE},
 }
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 _FLEX_ROW = re.compile(r"^FlexCode(?:-(?P<variant>[a-z_]+?))?(?:-L(?P<budget>\d+))?$")
