@@ -127,11 +127,6 @@ class FlexCode(SequentialRecommender):
         probs = self.split_probs() if probs is None else probs
         return self.generator.encode_history(self._item_vectors(probs), item_seq, item_seq_len)
 
-    def log_prob_fn(self, item_seq, item_seq_len):
-        """``prefix [B, M, k] -> log p [B, M, k+1, V]`` for these histories (decoding and analysis)."""
-        memory, pad = self.forward(item_seq, item_seq_len)
-        return lambda prefix: self.generator.decode_log_probs(memory, pad, prefix)
-
     # ------------------------------------------------------------------ RecBole API
     def calculate_loss(self, interaction):
         """``λ_ARG L_ARG`` over the policy's target splits, plus the policy's own terms (§4.3–4.5).
