@@ -182,7 +182,7 @@ def test_train_time_budget_stops_between_epochs_and_tests_the_best_checkpoint(ti
     short = run_with(["--epochs=4", "--train_time_budget=0.001"], "short")
     assert short["training"] == {
         "epochs_run": 1, "best_epoch": 0, "train_time_budget_s": 0.001, "stopped_by_time_budget": True,
-        "valid_curve": [short["best_valid_score"]],
+        "valid_curve": [short["best_valid_score"]], "resumed": False,
     }
     assert set(short["test_result"]) == METRICS and short["best_valid_result"]
     # without a budget every epoch runs and the best epoch is recorded

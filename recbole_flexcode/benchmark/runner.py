@@ -106,7 +106,7 @@ FLEXCODE_SETTING_ROWS = {
     "tiger": {"variant": "semantic_only", **RECIPE},
 }
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
-_FLEX_ROW = re.compile(r"^FlexCode(?:-(?P<variant>[a-z_]+?))?(?:-L(?P<budget>\d+))?$")
+_FLEX_ROW = re.compile(r"^FlexCode(?:-(?P<variant>[a-z][a-z0-9_]*?))?(?:-L(?P<budget>\d+))?$")
 
 
 #: ``--stage`` values that stop a run after its stages (properties/overall.yaml ``stage``): no training, no run file.
