@@ -235,7 +235,8 @@ def fake_tokenizer(vocab, code_dim=6):
                                   centroids_semantic=torch.randn(L, K, code_dim, generator=gen),
                                   centroids_collaborative=3 * torch.randn(L, K, code_dim, generator=gen))
     return types.SimpleNamespace(codebooks=books, layout=vocab.layout, paths=vocab.paths,
-                                 vocab_size=vocab.layout.vocab_size, path_length=L + 1)
+                                 vocab_size=vocab.layout.vocab_size, path_length=L + 1,
+                                 code_vectors=lambda: {n: getattr(books, f"centroids_{n}") for n in books.sources})
 
 
 def config_of(**overrides):

@@ -284,3 +284,25 @@ def test_from_state_dict_of_a_model(tok):
     # a state dict without a tokenizer under that prefix
     with pytest.raises(DamagedArtefact):
         ItemTokenizer.from_state_dict({"item_embedding.weight": torch.zeros(N_ITEMS, 4)}, prefix="item_tokenizer.")
+
+
+def test_code_vectors_are_each_backends_codebooks():
+    """``ItemTokenizer.code_vectors``: RQ-VAE codebooks per level, or the k-means centroids, per source."""
+    import numpy as np
+
+    from recbole_flexcode.tokenizer.item_tokenizer import ItemTokenizer
+
+    rng = np.random.default_rng(0)
+    emb = {"semantic": [rng.normal(size=(41, 8)).astype(np.float32)], "collaborative": [rng.normal(size=(41, 4)).astype(np.float32)]}
+    km = ItemTokenizer.fit(emb, kind="rkmeans", n_levels=2, codebook_size=4, codebook={"kmeans_iterations": 5}, fit={}, seed=0,
+                           show_progress=False)
+    vec = km.code_vectors()
+    assert vec["semantic"].shape == (2, 4, 8) and vec["collaborative"].shape == (2, 4, 4)
+    assert torch.equal(vec["semantic"], km.codebooks.centroids_semantic)
+    rq = ItemTokenizer.fit(emb, kind="rqvae", n_levels=2, codebook_size=4, seed=0, show_progress=False,
+                           codebook={"code_dim": 3, "hidden_dims": [8], "beta": 0.25, "align_weight": 0.0,
+                                     "align_temperature": 0.1, "proj_dim": 4},
+                           fit={"epochs": 2, "batch_size": 64, "lr": 1e-3, "patience": 0})
+    vec = rq.code_vectors()
+    assert vec["semantic"].shape == (2, 4, 3)
+    assert torch.equal(vec["collaborative"][1], rq.codebooks.dual.collaborative.codebooks[1].weight)

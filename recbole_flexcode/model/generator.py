@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from recbole_flexcode.config_check import ConfigError
 from recbole_flexcode.model.history import HISTORY_ENCODINGS, build_history
-from recbole_flexcode.tokenizer.codebooks import COLLABORATIVE, SEMANTIC
+from recbole_flexcode.tokenizer.codebooks import SEMANTIC
 
 GENERATORS = ("transformer", "t5")
 
@@ -161,17 +161,6 @@ class SemanticIDGenerator(PathGenerator):
 # ---------------------------------------------------------------------------------- building
 
 
-def codebook_vectors(tokenizer) -> dict:
-    """The code vectors of the item tokenizer, per source, ``[L, K, c]`` (RQ-VAE codebooks or k-means centroids)."""
-    books = tokenizer.codebooks
-    if hasattr(books, "dual"):
-        return {name: torch.stack([cb.weight for cb in getattr(books.dual, name).codebooks])
-                for name in (SEMANTIC, COLLABORATIVE)}
-    if hasattr(books, "single"):
-        return {books.sources[0]: torch.stack([cb.weight for cb in books.single.codebooks])}
-    return {name: getattr(books, f"centroids_{name}") for name in books.sources}
-
-
 def codebook_projection(vectors: torch.Tensor, width: int, seed: int = 0) -> torch.Tensor:
     """``[c, width]`` map of code vectors ``[n, c]`` to the model width: an isometry (random orthonormal
     rows, fixed seed) when ``width >= c``, else the top-``width`` right singular vectors (the least-squares
@@ -196,7 +185,7 @@ def init_token_embeddings_from_codebooks(embedding: nn.Embedding, tokenizer, see
     BOS and disambiguation tokens keep their random rows.
     """
     layout, target = tokenizer.layout, float(embedding.weight.std())
-    for name, vectors in codebook_vectors(tokenizer).items():
+    for name, vectors in tokenizer.code_vectors().items():
         levels, k, c = vectors.shape
         flat = vectors.detach().reshape(levels * k, c).float().cpu()
         proj = flat @ codebook_projection(flat, embedding.embedding_dim, seed)

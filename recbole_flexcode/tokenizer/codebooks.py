@@ -78,6 +78,12 @@ class RQVAECodebooks(nn.Module):
             return {self.sources[0]: self.single.level_stats(x[self.sources[0]])}
         return self.dual.stats(x[SEMANTIC], x[COLLABORATIVE])
 
+    def code_vectors(self) -> dict:
+        """Code vectors per source, ``[L, K, code_dim]`` (each level's RQ-VAE codebook)."""
+        if len(self.sources) == 1:
+            return {self.sources[0]: torch.stack([cb.weight for cb in self.single.codebooks])}
+        return {name: torch.stack([cb.weight for cb in getattr(self.dual, name).codebooks]) for name in (SEMANTIC, COLLABORATIVE)}
+
     def loss(self, x: dict) -> torch.Tensor:
         """``L_SC + L_CC + λ_align L_align`` on a batch of items (joint training, §4.5)."""
         if len(self.sources) == 1:
@@ -137,6 +143,10 @@ class ResidualKMeansCodebooks(nn.Module):
             # no decoder: the reconstruction is the sum of the chosen centroids, its error the last residual
             out[name] = code_statistics(codes, residuals, self.codebook_size, float(residuals[-1].pow(2).sum(1).mean()))
         return out
+
+    def code_vectors(self) -> dict:
+        """Centroids per source, ``[L, K, d]`` (in the standardised input space)."""
+        return {name: getattr(self, f"centroids_{name}") for name in self.sources}
 
     def loss(self, x: dict) -> torch.Tensor:
         raise RuntimeError("residual k-means has no training loss: use training_mode=staged")

@@ -240,6 +240,10 @@ class ItemTokenizer(nn.Module):
             self._trie_cache = (paths, PrefixTrie(paths, items))
         return self._trie_cache[1]
 
+    def code_vectors(self) -> dict:
+        """The codebooks' vectors per source, ``[L, K, c]`` (RQ-VAE codes or k-means centroids)."""
+        return self.codebooks.code_vectors()
+
     @torch.no_grad()
     def stats(self) -> dict:
         """Per-source, per-level code usage and reconstruction error (issue #3 item 3)."""
