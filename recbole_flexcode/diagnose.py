@@ -36,21 +36,20 @@ from recbole_flexcode.data.popularity import popularity_strata, training_item_co
 from recbole_flexcode.analysis.flexcode import split_losses, token_fit
 from recbole_flexcode.evaluation import capped_interactions, metrics_from_ranks
 from recbole_flexcode.io import write_json
+from recbole_flexcode.reporting import markdown_table
 
 
 def format_diagnostics(diag: dict) -> str:
     rows = diag["strata"]
     n_splits = len(rows[0]["mean_nll_by_split"]) if rows else 0
     head = ["stratum", "train count", "targets"] + [f"NLL s={s}" for s in range(n_splits)] + ["best", "router split histogram"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for r in rows:
         rng = r["train_count_range"]
         nll = ["–" if v is None else f"{v:.3f}" for v in r["mean_nll_by_split"]]
-        lines.append("| " + " | ".join(
-            [str(r["stratum"]), f"{rng[0]}–{rng[1]}" if rng else "–", str(r["n_targets"]), *nll,
-             "–" if r["best_split"] is None else str(r["best_split"]), str(r["router_split_histogram"])]
-        ) + " |")
-    return "\n".join(lines)
+        body.append([str(r["stratum"]), f"{rng[0]}–{rng[1]}" if rng else "–", str(r["n_targets"]), *nll,
+                     "–" if r["best_split"] is None else str(r["best_split"]), str(r["router_split_histogram"])])
+    return markdown_table(head, body)
 
 
 class _FirstUsers:
@@ -126,15 +125,15 @@ def decoding_check(model, data, train_dataset, n_users: int, beam_sizes=(20, 100
 def format_decoding_check(check: dict) -> str:
     k = check["k"]
     head = ["decode", f"R@{k}", f"N@{k}", f"head N@{k}", f"tail N@{k}", f"tail R@{k}", f"exact top-{k} missed (head / tail)", "s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for r in check["rows"]:
         missed = r.get(f"exact_top{k}_missed")
-        lines.append("| " + " | ".join([
+        body.append([
             r["decode"], f"{r['all'][f'recall@{k}']:.4f}", f"{r['all'][f'ndcg@{k}']:.4f}",
             f"{r['head'][f'ndcg@{k}']:.4f}", f"{r['tail'][f'ndcg@{k}']:.4f}", f"{r['tail'][f'recall@{k}']:.4f}",
             "–" if missed is None else f"{missed['head']:.1%} / {missed['tail']:.1%}", str(r["seconds"]),
-        ]) + " |")
-    return "\n".join(lines)
+        ])
+    return markdown_table(head, body)
 
 
 @torch.no_grad()
@@ -192,15 +191,15 @@ def format_stratum_fit(fits: dict, token_fits: dict | None = None) -> str:
     """Per (data, stratum): rows, Recall/NDCG@k and the item NLL (FlexCode's from ``token_fits``)."""
     k = next(iter(fits.values()))["k"]
     head = ["data", "stratum", "train count", "rows", f"R@{k}", f"N@{k}", "item NLL"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for name, fit in fits.items():
         nll = {r["stratum"]: r["item_nll"] for r in (token_fits or {}).get(name, {}).get("item_nll_by_stratum", [])}
         for r in fit["by_stratum"]:
             rng = r["train_count_range"]
             value = r.get("item_nll", nll.get(r["stratum"]))
-            lines.append(f"| {name} | {r['stratum']} | {rng[0]}–{rng[1]} | {r['n_rows']} | {r[f'recall@{k}']:.4f} | "
-                         f"{r[f'ndcg@{k}']:.4f} | {'–' if value is None else f'{value:.2f}'} |")
-    return "\n".join(lines)
+            body.append([name, r["stratum"], f"{rng[0]}–{rng[1]}", r["n_rows"], f"{r[f'recall@{k}']:.4f}",
+                         f"{r[f'ndcg@{k}']:.4f}", "–" if value is None else f"{value:.2f}"])
+    return markdown_table(head, body)
 
 
 def format_token_fit(fits: dict) -> str:
@@ -213,16 +212,15 @@ def format_token_fit(fits: dict) -> str:
     n_pos = max((len(g["sources"]) for f in fits.values() for g in f["groups"]), default=0)
     head = ["data", "stratum", "train count", "split", "rows", "item NLL"] + [
         f"pos {p}: NLL / top-1 / top-{k}" for p in range(n_pos)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for name, fit in fits.items():
         for g in fit["groups"]:
             rng = g["train_count_range"]
             cells = [f"{src} {nll:.2f} / {t1:.1%} / {tk:.1%}" for src, nll, t1, tk in zip(
                 g["sources"], g["mean_trie_nll_by_position"], g["top1_by_position"], g[f"top{k}_by_position"])]
-            lines.append("| " + " | ".join(
-                [name, str(g["stratum"]), f"{rng[0]}–{rng[1]}" if rng else "–", str(g["split"]), str(g["n_rows"]),
-                 f"{g['item_nll']:.2f}", *cells]) + " |")
-    return "\n".join(lines)
+            body.append([name, str(g["stratum"]), f"{rng[0]}–{rng[1]}" if rng else "–", str(g["split"]), str(g["n_rows"]),
+                         f"{g['item_nll']:.2f}", *cells])
+    return markdown_table(head, body)
 
 
 def main(argv=None) -> int:

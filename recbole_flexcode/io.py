@@ -38,6 +38,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
     tmp = _temp_name(path)
     try:
         write(str(tmp))
+        fd = os.open(tmp, os.O_RDONLY)  # on disk before it takes the final name
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if tmp.exists():

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -28,6 +26,7 @@ from recbole_flexcode.analysis import export_artifacts, model_report, validation
 from recbole_flexcode.data.checks import check_atomic_files, create_checked_dataset
 from recbole_flexcode.evaluation import popularity_group_metrics
 from recbole_flexcode.io import write_json
+from recbole_flexcode.reporting import machine_description
 from recbole_flexcode.pipeline import prepare
 from recbole_flexcode.resume import ResumableRun
 
@@ -56,19 +55,6 @@ def _plain(value):
         return float(value)
     except (TypeError, ValueError):
         return value
-
-
-def machine_description(device) -> dict:
-    info = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "device": str(device),
-        "cpu_threads": torch.get_num_threads(),
-    }
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def format_table(result: dict) -> str:

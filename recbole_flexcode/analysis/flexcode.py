@@ -24,6 +24,7 @@ import torch
 from recbole_flexcode.data.popularity import popularity_strata
 from recbole_flexcode.evaluation import capped_interactions, head_item_mask
 from recbole_flexcode.io import atomic_write
+from recbole_flexcode.tokenizer.ids import PrefixTrie
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,6 @@ import argparse
 import csv
 import io
 import os
-import platform
 import shlex
 import sys
 import time
@@ -46,7 +45,9 @@ from datetime import datetime, timezone
 
 import torch
 
-from recbole_flexcode.benchmark.runner import cpu_model, peak_rss_bytes, reset_peak_rss
+from recbole_flexcode.benchmark.runner import peak_rss_bytes, reset_peak_rss
+from recbole_flexcode.io import atomic_write, write_text
+from recbole_flexcode.reporting import machine_line
 from recbole_flexcode.model.generation import constrained_beam_search, last_position
 from recbole_flexcode.model.generator import SemanticIDGenerator
 from recbole_flexcode.tokenizer.ids import PrefixTrie, append_disambiguation, resolve_collisions
@@ -181,15 +182,6 @@ def measure_size(n_items: int, device, batch_size=128, beam_size=20, topk=10, re
     return out
 
 
-def machine_line(device) -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        name = f"GPU: {torch.cuda.get_device_name(device)}"
-    else:
-        name = f"CPU: {cpu_model()} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
-    return f"{name}; torch {torch.__version__}; Python {platform.python_version()}; {platform.platform()}"
-
-
 def render_csv(records) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
@@ -200,7 +192,8 @@ def render_csv(records) -> str:
 
 
 def render_markdown(records, command: str, machine: str, settings: dict) -> str:
-    from recbole_flexcode.benchmark.tables import _md_table, format_bytes
+    from recbole_flexcode.benchmark.tables import format_bytes
+    from recbole_flexcode.reporting import markdown_table as _md_table
 
     rows = [[
         f"{r['n_items']:,}", r["method"], f"{r['users_per_s']:,.1f}", f"{r['ms_per_batch']:.1f}",
@@ -247,17 +240,8 @@ def plot(records, path: str, title: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,8 +287,8 @@ def main(argv=None) -> int:
             print(f"  {rec['method']:<32} {rec['users_per_s']:>12,.1f} users/s  valid={rec['beam_valid']}", flush=True)
     machine = machine_line(args.device)
     csv_path, md_path, png_path = (os.path.join(args.out, f) for f in ("cost.csv", "cost.md", "cost.png"))
-    _write_atomic(csv_path, render_csv(records))
-    _write_atomic(md_path, render_markdown(records, command, machine, settings))
+    write_text(csv_path, render_csv(records))
+    write_text(md_path, render_markdown(records, command, machine, settings))
     plot(records, png_path, f"Top-k inference throughput ({machine.split(';')[0]})")
     for p in (csv_path, md_path, png_path):
         print(f"wrote {p}")

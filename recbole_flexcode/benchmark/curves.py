@@ -19,6 +19,8 @@ import os
 import re
 import sys
 
+from recbole_flexcode.io import atomic_write
+
 _EVAL_LINE = re.compile(r"epoch (\d+) evaluating \[time: [\d.]+s, valid_score: ([-\d.eE]+)\]")
 
 
@@ -40,12 +42,14 @@ def read_curve(path: str) -> list[tuple[int, float]]:
 def write_curves(sources: dict[str, str], out: str, title: str = "", metric: str = "validation NDCG@10") -> list[str]:
     curves = {row: read_curve(path) for row, path in sources.items()}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".csv.tmp", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["row", "epoch", "valid_score"])
-        for row, pts in curves.items():
-            w.writerows((row, e, v) for e, v in pts)
-    os.replace(out + ".csv.tmp", out + ".csv")
+    def write_csv(path):
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["row", "epoch", "valid_score"])
+            for row, pts in curves.items():
+                w.writerows((row, e, v) for e, v in pts)
+
+    atomic_write(out + ".csv", write_csv)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,9 +65,8 @@ def write_curves(sources: dict[str, str], out: str, title: str = "", metric: str
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out + ".tmp.png", dpi=120)
+    atomic_write(out + ".png", lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)
-    os.replace(out + ".tmp.png", out + ".png")
     return [out + ".csv", out + ".png"]
 
 

@@ -62,7 +62,6 @@ import argparse
 import glob
 import json
 import os
-import platform
 import re
 import resource
 import shlex
@@ -71,6 +70,9 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from recbole_flexcode.io import write_json
+from recbole_flexcode.reporting import cpu_model
+
 DEFAULT_MODELS = (
     "SASRec,BERT4Rec,GRU4Rec,Caser,FlexCode,FlexCode-semantic_only,"
     "FlexCode-cf_only,FlexCode-fix,FlexCode-no_align"
@@ -78,7 +80,6 @@ DEFAULT_MODELS = (
 DEFAULT_SEEDS = "2020,2021,2022"
 #: FlexCode variants (kept in step with ``recbole_flexcode.model.flexcode.VARIANTS``; a test checks).
 FLEXCODE_VARIANTS = ("full", "semantic_only", "cf_only", "fix", "no_align")
-#: Rows of the full variant with one of our settings (docs/design.md: "router", "history item embedding").
 #: A T5 generator over token-level histories at the size of the strong public recipes (SPEC §6: T5 4 + 4,
 #: d 128, 6 heads of 64, FFN 1024, dropout 0.1) with ActionPiece's optimiser (AdamW lr 1e-3, weight decay
 #: 0.15, clipping at 1, cosine decay) and a warm-up of 1,000 steps (ours: theirs is 10k, longer than a
@@ -88,6 +89,7 @@ RECIPE = {"generator": "t5", "history_encoding": "tokens", "hidden_size": 128, "
           "learner": "adamw", "weight_decay": 0.15, "lr_warmup_steps": 1000, "lr_schedule": "cosine",
           "learning_rate": 0.001, "clip_grad_norm": {"max_norm": 1.0}, "bf16": True}
 
+#: Rows of the full variant with one of our settings (docs/design.md: "router", "history item embedding").
 FLEXCODE_SETTING_ROWS = {
     "decoupled": {"variant": "full", "router_mode": "decoupled"},
     "item_emb": {"variant": "full", "history_item_embedding": True},
@@ -230,18 +232,8 @@ def run_file(out: str, dataset: str, row: str, seed: int) -> str:
 
 
 def write_json_atomic(path: str, data: dict) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (never a partial file)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """``recbole_flexcode.io.write_json``: never a partial run file."""
+    write_json(path, data)
 
 
 def load_finished(path: str) -> dict | None:
@@ -257,17 +249,6 @@ def load_finished(path: str) -> dict | None:
 
 
 # ---------------------------------------------------------------------- measurements
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 def device_name(machine: dict | None) -> str:
     machine = machine or {}
     if machine.get("gpu"):

@@ -21,6 +21,8 @@ import re
 from datetime import datetime, timezone
 
 from recbole_flexcode.benchmark.published import published_for
+from recbole_flexcode.io import write_text
+from recbole_flexcode.reporting import markdown_table
 
 #: (key, label, getter) for every aggregated quantity.
 METRICS = [
@@ -239,13 +241,6 @@ def _fmt_gain(g) -> str:
     return "–" if g is None else f"{g:+.1f}%"
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def _accuracy_rows(summaries):
     out = []
     for s in summaries:
@@ -305,7 +300,7 @@ def _published_block(dataset: str) -> str:
         "These come from other code, other preprocessing and other tuning; they are context, not "
         "results of the runs above (columns in the same order as above).",
         "",
-        _md_table(["model (as published)", "R@5", "R@10", "N@5", "N@10", "source"], rows),
+        markdown_table(["model (as published)", "R@5", "R@10", "N@5", "N@10", "source"], rows),
         "",
     ])
 
@@ -339,24 +334,24 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None) ->
     ]
     if main:
         if ranked:
-            parts += ["## Accuracy (test)", "", _md_table(ACCURACY_HEADER, _accuracy_rows(ranked)), ""]
+            parts += ["## Accuracy (test)", "", markdown_table(ACCURACY_HEADER, _accuracy_rows(ranked)), ""]
             parts += [
                 "## Popularity groups (test users by target item: head = 20% most popular items in training)",
-                "", _md_table(GROUP_HEADER, _group_rows(ranked)), "",
+                "", markdown_table(GROUP_HEADER, _group_rows(ranked)), "",
             ]
-        parts += ["## Cost", "", _md_table(COST_HEADER, _cost_rows(main)), ""]
+        parts += ["## Cost", "", markdown_table(COST_HEADER, _cost_rows(main)), ""]
     extra_names = sorted({k for s in summaries for k in s.get("other_metrics", {})})
     if extra_names:
         rows = [[s["row"], str(s["n"])] + [_fmt_metric(s.get("other_metrics", {}).get(k) or {}) for k in extra_names]
                 for s in summaries if s.get("other_metrics")]
         parts += ["## Other metrics (runs with a different evaluation, e.g. sampled GAUC)", "",
                   "Selected on the run's own `valid_metric` (see the command that produced it).", "",
-                  _md_table(["row", "n"] + extra_names, rows), ""]
+                  markdown_table(["row", "n"] + extra_names, rows), ""]
     if budget:
         parts += ["## Token budget L (FlexCode-L<n>)", ""]
-        parts += [_md_table(ACCURACY_HEADER, _accuracy_rows(budget)), ""]
-        parts += [_md_table(GROUP_HEADER, _group_rows(budget)), ""]
-        parts += [_md_table(COST_HEADER, _cost_rows(budget)), ""]
+        parts += [markdown_table(ACCURACY_HEADER, _accuracy_rows(budget)), ""]
+        parts += [markdown_table(GROUP_HEADER, _group_rows(budget)), ""]
+        parts += [markdown_table(COST_HEADER, _cost_rows(budget)), ""]
     if not summaries:
         parts += ["No finished runs yet.", ""]
     parts += [
@@ -401,20 +396,12 @@ def render_csv(summaries: list[dict], command: str | None = None) -> str:
     return buf.getvalue()
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_tables(out: str, dataset: str, row_order=None, only_rows=None, command: str | None = None) -> list[str]:
     """Aggregate ``<out>/<dataset>/runs/*.json`` into ``benchmark.md`` and ``benchmark.csv``; return the paths."""
     directory = os.path.join(out, dataset)
     summaries = aggregate(load_runs(os.path.join(directory, "runs")), row_order=row_order, only_rows=only_rows)
     md_path = os.path.join(directory, "benchmark.md")
     csv_path = os.path.join(directory, "benchmark.csv")
-    _write_text_atomic(md_path, render_markdown(dataset, summaries, command))
-    _write_text_atomic(csv_path, render_csv(summaries, command))
+    write_text(md_path, render_markdown(dataset, summaries, command))
+    write_text(csv_path, render_csv(summaries, command))
     return [md_path, csv_path]

@@ -19,7 +19,6 @@ Writes ``tokenizers.json`` and ``tokenizers.md`` (command and machine) under ``-
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
@@ -74,7 +73,7 @@ def compare(config, dataset, sources: list[str], levels: int, codebook_size: int
 
 
 def render_markdown(rows: list[dict], command: str, machine: dict, dataset: str) -> str:
-    from recbole_flexcode.benchmark.tables import _md_table
+    from recbole_flexcode.reporting import markdown_table
 
     lines = [f"# Tokenizer quality on {dataset}", "", f"Command: `{command}`", "",
              f"Machine: {machine}", "",
@@ -92,7 +91,7 @@ def render_markdown(rows: list[dict], command: str, machine: dict, dataset: str)
                      f"{st['collision_rate']:.4f}", str(r["disambiguation_tokens"])]
             cells += [f"{lv['used_codes']} / {lv['perplexity']:.1f} / {lv['residual_mse']:.4f}" for lv in st["levels"]]
             body.append(cells)
-        lines += [f"## {source} source", "", _md_table(header, body), ""]
+        lines += [f"## {source} source", "", markdown_table(header, body), ""]
     return "\n".join(lines)
 
 
@@ -113,7 +112,7 @@ def main(argv=None) -> int:
     from recbole.utils import init_logger, init_seed
 
     from recbole_flexcode.config import ConfigError, FlexConfig
-    from recbole_flexcode.quick_start import machine_description
+    from recbole_flexcode.reporting import machine_description
 
     try:
         config = FlexConfig("FlexCode", args.dataset, cmd_args=rest + ["--show_progress=False"])

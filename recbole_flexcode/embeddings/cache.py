@@ -22,12 +22,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from recbole_flexcode.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -186,21 +187,11 @@ class ArrayCache:
         if meta is not None:
             payload[META_KEY] = np.array(json.dumps(_canonical(dict(meta)), sort_keys=True))
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
+        def write(tmp):
+            with open(tmp, "wb") as fh:
                 np.savez(fh, **payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            try:
-                os.unlink(tmp_name)
-            except FileNotFoundError:
-                pass
-            raise
-        return path
+
+        return atomic_write(path, write)
 
     def __repr__(self) -> str:
         return f"ArrayCache({str(self.directory)!r})"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from recbole_flexcode.io import atomic_write
 from recbole_flexcode.tokenizer.alignment import CrossCodebookAlignment
 from recbole_flexcode.tokenizer.rqvae import RQVAE, Plateau
 
@@ -158,18 +157,8 @@ class DualCodebookTokenizer(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        for name, writer in (
-            ("tokenizer.safetensors", lambda p: save_file(state, p)),
-            ("tokenizer.json", lambda p: Path(p).write_text(json.dumps(self.kwargs, indent=2))),
-        ):
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
-            os.close(fd)
-            try:
-                writer(tmp)
-                os.replace(tmp, directory / name)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+        atomic_write(directory / "tokenizer.safetensors", lambda p: save_file(state, p))
+        atomic_write(directory / "tokenizer.json", lambda p: Path(p).write_text(json.dumps(self.kwargs, indent=2)))
 
     @classmethod
     def load(cls, directory, map_location="cpu") -> "DualCodebookTokenizer":

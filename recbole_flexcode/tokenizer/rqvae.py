@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from recbole_flexcode.io import atomic_write
 
 __all__ = ["RQVAEOutput", "RQVAE", "Plateau", "code_statistics"]
 
@@ -527,13 +528,13 @@ class RQVAE(nn.Module):
 
         os.makedirs(directory, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(directory, _WEIGHTS_FILE, lambda p: save_file(state, p))
+        atomic_write(os.path.join(directory, _WEIGHTS_FILE), lambda p: save_file(state, p))
 
         def _write_json(path):
             with open(path, "w", encoding="utf-8") as f:
                 json.dump(self.config(), f, indent=2)
 
-        _atomic_write(directory, _CONFIG_FILE, _write_json)
+        atomic_write(os.path.join(directory, _CONFIG_FILE), _write_json)
 
     @classmethod
     def load(cls, directory, map_location="cpu") -> "RQVAE":
@@ -545,16 +546,3 @@ class RQVAE(nn.Module):
         model = cls(**cfg)
         model.load_state_dict(load_file(os.path.join(directory, _WEIGHTS_FILE), device="cpu"))
         return model.to(map_location).eval()
-
-
-def _atomic_write(directory, name: str, write) -> None:
-    # Unique name in the target directory (same filesystem, so os.replace is atomic);
-    # not mkstemp, whose 0600 mode would carry over to the final file.
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, os.path.join(directory, name))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
