@@ -6,7 +6,8 @@
 * it layers the plugin's ``properties/`` (protocol, dataset and plugin-model YAMLs) between
   RecBole's internal defaults and the user's files, so the precedence is
   RecBole internals < plugin properties < ``config_file_list`` < ``config_dict`` < ``--key=value``;
-  RecBole's own models keep their own model defaults;
+  RecBole's own models keep their own model defaults; within the plugin properties, overall <
+  dataset < model < the dataset YAML's section for the model (``FlexCode:``, :func:`dataset_model_section`);
 * it takes command-line overrides as an explicit list (never by reading ``sys.argv`` behind the
   caller's back) and parses their values with ``yaml.safe_load`` instead of RecBole's ``eval``;
 * it validates the configuration when it is built (unknown keys, types, ranges, choices, cross-key
@@ -125,6 +126,38 @@ def _read_yaml(path) -> dict:
         return load_yaml(f) or {}
 
 
+def dataset_model_section(path, model: str, sections: dict) -> dict:
+    """The settings a dataset YAML gives one plugin model, checked against that model's YAML.
+
+    A dataset file may hold a mapping named after a plugin model (``FlexCode:`` in
+    ``properties/dataset/ml-100k.yaml``): its keys override ``properties/model/<model>.yaml`` (and
+    ``overall.yaml``) for that model on that dataset only, so per-dataset defaults of a model's
+    settings (batch size, schedule, stage budgets) never reach RecBole's baselines on the same data.
+    Precedence: RecBole < ``overall.yaml`` < dataset YAML < model YAML < the dataset's model section
+    < the user's files, dict and command line. Every key must be one the model's or the protocol's
+    YAML defines, with a value its annotation accepts (else :class:`ConfigError`, naming the file).
+    """
+    for name, section in sections.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: '{name}' must be a mapping of {name}'s settings, got {section!r}")
+    section = sections.get(model) or {}
+    if not section:
+        return {}
+    specs = dict(config_check.recbole_specs())  # eval_step and the other checked RecBole keys
+    for props in (PROPERTIES_DIR / "overall.yaml", PROPERTIES_DIR / "model" / f"{model}.yaml"):
+        specs.update(config_check.read_properties(props).specs)
+    specs.update(config_check.cf_specs())
+    for key, value in section.items():
+        spec = specs.get(key)
+        if spec is None:
+            raise ConfigError(f"{path}: '{key}' in its {model} section is not a setting of "
+                              f"properties/model/{model}.yaml, properties/overall.yaml or RecBole's checked keys")
+        _, problem = spec.check(value)
+        if problem:
+            raise ConfigError(f"{path}: {model}.{key} {problem}, got {value!r}")
+    return dict(section)
+
+
 #: RecBole's own Config raises these for inputs it rejects; FlexConfig reports them as ConfigError.
 _RECBOLE_INPUT_ERRORS = (ValueError, TypeError, KeyError, NotImplementedError, RuntimeError)
 
@@ -189,12 +222,16 @@ class FlexConfig(Config):
         files = [PROPERTIES_DIR / "overall.yaml", PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"]
         if model in PLUGIN_MODELS:
             files.append(PROPERTIES_DIR / "model" / f"{model}.yaml")
+        model_section = {}  # the dataset's settings for this plugin model: over the model's own YAML
         for path in files:
             if path.is_file():
                 layer = _read_yaml(path)
-                self.internal_config_dict.update(layer)
                 if path.parent.name == "dataset":
+                    sections = {name: layer.pop(name) for name in PLUGIN_MODELS if name in layer}
+                    model_section = dataset_model_section(path, model, sections)
                     self.parameters["Dataset"] += [k for k in layer if k not in self.parameters["Dataset"]]
+                self.internal_config_dict.update(layer)
+        self.internal_config_dict.update(model_section)
         if self.__dict__.get("_flex_validate"):
             self._validate(model, model_class, dataset)
         # A partial eval_args (say {mode: uni100}) refines the protocol instead of replacing it
@@ -208,6 +245,10 @@ class FlexConfig(Config):
 
     def _validate(self, model, model_class, dataset) -> None:
         """Unknown keys, values and cross-key rules of the user's settings (config_check); raises ConfigError."""
+        for key in self.external_config_dict:
+            if key in PLUGIN_MODELS:
+                raise ConfigError(f"'{key}' is a section of the dataset YAMLs in properties/dataset/, not a setting: "
+                                  f"give {key}'s settings directly (--key=value)")
         sources = [(config_check.file_label(path), data) for path, data in self._plugin_files]
         sources += [(config_check.dict_label, self.variable_config_dict),
                     (config_check.cmd_label, self.cmd_config_dict)]

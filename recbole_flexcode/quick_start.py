@@ -89,7 +89,9 @@ class _EpochWatch:
 
     RecBole calls it after each validation, once the epoch's checkpoint (if best) is saved.  With a
     budget, training stops before an epoch that would end past it (judged by the slowest epoch so
-    far), so a CPU run or a time-limited GPU job ends with a tested model instead of none.
+    far), so a CPU run or a time-limited GPU job ends with a tested model instead of none.  Each call
+    logs one progress line: the epoch, the time so far and the most that is left (every remaining epoch
+    at the mean epoch time so far, capped by the budget; early stopping can end the run sooner).
     """
 
     def __init__(self, trainer, budget):
@@ -113,10 +115,22 @@ class _EpochWatch:
         self.epochs_run = epoch_idx + 1
         eval_step = max(int(getattr(self.trainer, "eval_step", 1) or 1), 1)
         self.best_epoch = epoch_idx - self.trainer.cur_step * eval_step
-        more = self.epochs_run < int(getattr(self.trainer, "epochs", self.epochs_run + 1))
+        total = int(getattr(self.trainer, "epochs", self.epochs_run + 1))
+        more = self.epochs_run < total
+        self._progress(now, total)
         if self.budget is not None and more and now - self.start + self.slowest > self.budget:
             self.stopped_by_budget = True
             raise _TimeBudgetReached()
+
+    def _progress(self, now: float, total: int) -> None:
+        elapsed = now - self.start
+        first = int(getattr(self.trainer, "start_epoch", 0) or 0)  # a resumed run counts from where it went on
+        done = max(self.epochs_run - first, 1)
+        left = elapsed / done * max(total - self.epochs_run, 0)
+        if self.budget is not None:
+            left = min(left, max(self.budget - elapsed, 0.0))
+        getLogger().info("training: epoch %d/%d done, elapsed %.1f s, at most about %.1f s left (%s)", self.epochs_run,
+                         total, elapsed, left, "early stopping can end it sooner" if self.epochs_run < total else "last epoch")
 
     def summary(self) -> dict:
         return {
@@ -265,12 +279,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default: ml-100k)")
     parser.add_argument("--config_files", default=None, help="space-separated YAML config files")
     parser.add_argument("--result_file", default=None, help="where to write the JSON results")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: OMP_NUM_THREADS when set, else 1; docs/design.md, 'Speed')")
 
     def one_line_error(message):  # main() prints it as one "error:" line (argparse: usage block, exit 2)
         raise ConfigError(message)
 
     parser.error = one_line_error
     return parser
+
+
+def set_threads(requested: int | None = None) -> int:
+    """Set torch's CPU threads for a run: ``requested``, else ``OMP_NUM_THREADS`` when set, else one.
+
+    One by default, measured (docs/design.md, "Speed on a 2-core CPU"): on a 2-core machine that other
+    jobs share, two OpenMP threads ran FlexCode's training step 3-11x *slower* than one whenever another
+    process was busy (each of the ~hundreds of small ops per step ends in a barrier that waits for the
+    descheduled thread), while one thread loses far less than that on an idle machine. Give
+    ``--threads=2`` on a machine of your own.
+    """
+    if requested is None:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        requested = int(env) if env.isdigit() and int(env) > 0 else 1
+    if requested < 1:
+        raise ConfigError(f"--threads must be >= 1, got {requested}")
+    torch.set_num_threads(int(requested))
+    return torch.get_num_threads()
 
 
 def main(argv=None) -> int:
@@ -280,6 +314,7 @@ def main(argv=None) -> int:
         # every bad input (argument, key, value, file, model, dataset) is a ConfigError raised while the
         # configuration is built, so it fails before any dataset is loaded or stage trained
         args, rest = parser.parse_known_args(argv)
+        set_threads(args.threads)
         config_files = args.config_files.split() if args.config_files else None
         result = run(
             args.model,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -163,6 +164,27 @@ def encode_texts(
     return np.ascontiguousarray(emb)
 
 
+def _encode_with_progress(texts, encoder, batch_size: int, device: str, show_progress: bool, log,
+                          parts: int = 4) -> np.ndarray:
+    """:func:`encode_texts` in about ``parts`` chunks of whole batches, one log line after each (texts done,
+    elapsed, an estimate of the time left), so a long encoding says where it is without a progress bar.
+    Each text's embedding does not depend on the chunking (every text is encoded on its own, padding masked)."""
+    if isinstance(encoder, (str, os.PathLike)):
+        encoder = load_encoder(encoder, device)
+    per = max(batch_size, -(-len(texts) // parts // batch_size) * batch_size)
+    out, start = [], time.time()
+    for first in range(0, len(texts), per):
+        chunk = texts[first : first + per]
+        out.append(encode_texts(chunk, encoder=encoder, batch_size=batch_size, device=device, normalize=True,
+                                show_progress=show_progress))
+        done = first + len(chunk)
+        if len(texts) > per:
+            elapsed = time.time() - start
+            log.info(f"text embeddings: {done}/{len(texts)} texts, elapsed {elapsed:.1f} s, "
+                     f"about {elapsed / done * (len(texts) - done):.1f} s left")
+    return np.concatenate(out) if out else encode_texts([], encoder=encoder, batch_size=batch_size, device=device)
+
+
 def _encoder_id(encoder: str | os.PathLike) -> str:
     """What identifies the encoder in the cache key: the alias / model name as given, or the
     absolute path of a local directory."""
@@ -234,14 +256,7 @@ def item_text_embeddings(
         f"text embeddings: encoding {len(idx)} item texts with {os.fspath(encoder)!r} "
         f"(batch_size={batch_size}, device={device})"
     )
-    encoded = encode_texts(
-        [texts[i] for i in idx],
-        encoder=encoder,
-        batch_size=batch_size,
-        device=device,
-        normalize=True,
-        show_progress=show_progress,
-    )
+    encoded = _encode_with_progress([texts[i] for i in idx], encoder, batch_size, device, show_progress, log)
     dim = encoded.shape[1]
     emb = np.zeros((n_items, dim), dtype=np.float32)
     if idx:

@@ -28,7 +28,7 @@ from recbole.utils import InputType
 
 from recbole_flexcode.config import ConfigError
 from recbole_flexcode.data.popularity import training_item_counts
-from recbole_flexcode.model.generation import constrained_beam_search, exact_item_scores, last_position, scatter_item_scores
+from recbole_flexcode.model.generation import constrained_beam_search, exact_item_scores, scatter_item_scores
 from recbole_flexcode.model.generator import build_generator
 from recbole_flexcode.model.item_head import build_item_head
 from recbole_flexcode.model.split_policy import build_split_policy
@@ -160,7 +160,8 @@ class FlexCode(SequentialRecommender):
             out[:, items] = scores
             return self.item_head.rescore(out, memory, pad)
         trie = self.tokenizer.trie(self.item_splits())
-        ids, scores = constrained_beam_search(last_position(f), trie, batch, self.beam_size, device=item_seq.device)
+        step = lambda prefix: self.generator.next_token_log_probs(memory, pad, prefix)  # noqa: E731  (last position only)
+        ids, scores = constrained_beam_search(step, trie, batch, self.beam_size, device=item_seq.device)
         return scatter_item_scores(ids, self.item_head.rescore(scores, memory, pad, ids), self.n_items)
 
     def predict(self, interaction):

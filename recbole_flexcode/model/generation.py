@@ -27,6 +27,7 @@ steps (and over item chunks in :func:`exact_item_scores`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -38,6 +39,9 @@ __all__ = [
     "exact_item_scores",
     "scatter_item_scores",
     "last_position",
+    "PrefixTree",
+    "shared_prefix_tree",
+    "tree_nll",
 ]
 
 NextTokenFn = Callable[[torch.Tensor], torch.Tensor]
@@ -212,3 +216,108 @@ def scatter_item_scores(
     rows = torch.arange(b, device=scores.device).unsqueeze(1).expand_as(item_ids)
     out[rows[mask], item_ids[mask]] = scores[mask]
     return out
+
+
+@dataclass
+class PrefixTree:
+    """Decoder positions of ``M`` candidate paths that share prefixes (:func:`shared_prefix_tree`).
+
+    Node ``u`` stands for one input prefix of length ``depth[u]`` of the candidates in its group; its
+    decoder input is the last token of that prefix (BOS at depth 0), taken from candidate ``rep[u]``.
+
+    * ``depth``, ``rep``: ``[n_nodes]`` long;
+    * ``node_of``: ``[M, T]`` long, the node whose output predicts token ``j`` of candidate ``m``;
+    * ``blocked``: ``[n_nodes, n_nodes]`` bool, True = may not attend (not an ancestor-or-self);
+      with it a node sees exactly the prefix its candidates see in the packed layout.
+    """
+
+    depth: torch.Tensor
+    rep: torch.Tensor
+    node_of: torch.Tensor
+    blocked: torch.Tensor
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.depth.numel())
+
+
+def shared_prefix_tree(paths: torch.Tensor) -> PrefixTree | None:
+    """The prefix tree of the ``M`` candidates of ``paths [B, M, T]`` over prefixes shared in *every* row.
+
+    Candidates ``m`` and ``m'`` share the input prefix of length ``j`` (tokens ``0..j-1``) when
+    ``paths[b, m, :j] == paths[b, m', :j]`` for all rows ``b``; such a prefix is decoded once. The
+    ``L + 1`` budget splits of one target are the case this is for: split ``s`` starts with the
+    item's first ``s`` collaborative tokens, so splits ``s, s' >= j`` share their first ``j`` tokens
+    and a teacher-forced pass over all splits needs ``L + 1 + L(L+1)/2`` decoder positions instead
+    of ``(L+1)^2`` (10 instead of 16 at ``L = 3``); candidates that share nothing else still share the
+    start token. Returns None for a single candidate (the packed layout is the same).
+
+    Sharing is decided over the whole batch, so the tree (a handful of nodes) is built with
+    ``O(B M^2 T)`` comparisons and no loop over rows.
+    """
+    if paths.dim() != 3:
+        raise ValueError(f"paths must be [B, M, T], got {tuple(paths.shape)}")
+    _, m, t = paths.shape
+    if m < 2 or t < 1:
+        return None
+    # same[j, a, c]: candidates a and c agree on tokens < j in every row (j = 0..T-1)
+    agree = (paths.unsqueeze(2) == paths.unsqueeze(1)).all(0)  # [M, M, T], per position
+    prefix_agree = torch.cumprod(agree.long(), dim=-1).bool()  # agree on tokens 0..j
+    ones = torch.ones(m, m, 1, dtype=torch.bool, device=paths.device)
+    same = torch.cat([ones, prefix_agree[..., : t - 1]], dim=-1).permute(2, 0, 1).cpu()  # [T, M, M]
+    depth, rep, node_of = [], [], torch.empty(m, t, dtype=torch.long)
+    members = []
+    for j in range(t):
+        for a in range(m):
+            group = same[j, a].nonzero().flatten()
+            first = int(group[0])
+            if first == a:  # a is its group's representative: a new node
+                node_of[group, j] = len(depth)
+                depth.append(j)
+                rep.append(a)
+                members.append(same[j, a])
+    n = len(depth)
+    if n >= m * t:
+        return None
+    depth_t = torch.tensor(depth)
+    rep_t = torch.tensor(rep)
+    member = torch.stack(members)  # [n, M]: which candidates hold the node's prefix
+    # v is an ancestor-or-self of u: not deeper, and u's representative holds v's prefix
+    allowed = (depth_t.unsqueeze(0) <= depth_t.unsqueeze(1)) & member[:, rep_t].t()
+    dev = paths.device
+    return PrefixTree(depth_t.to(dev), rep_t.to(dev), node_of.to(dev), (~allowed).to(dev))
+
+
+class _TreeNLL(torch.autograd.Function):
+    """``nll[b, c] = logsumexp(logits[b, node[c]]) - logits[b, node[c], token[b, c]]`` with a fused backward.
+
+    The backward is ``softmax · Σ g - onehot · g`` per node, written into one buffer (one exp pass and an
+    in-place scale), instead of autograd's separate logsumexp, gather and sum gradients (three more
+    passes over ``[B, n, V]``).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, node, token):
+        lse = torch.logsumexp(logits, dim=-1)  # [B, n]
+        batch, n, vocab = logits.shape
+        picked = logits.reshape(batch, n * vocab).gather(1, node.unsqueeze(0) * vocab + token)  # [B, C]
+        ctx.save_for_backward(logits, lse, node, token)
+        return lse[:, node] - picked
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, lse, node, token = ctx.saved_tensors
+        batch, n, vocab = logits.shape
+        per_node = torch.zeros(batch, n, dtype=grad.dtype, device=grad.device).index_add_(1, node, grad)
+        out = (logits - lse.unsqueeze(-1)).exp_().mul_(per_node.unsqueeze(-1))
+        flat = out.view(batch, n * vocab)
+        flat.scatter_add_(1, node.unsqueeze(0) * vocab + token, -grad)
+        return out, None, None
+
+
+def tree_nll(logits: torch.Tensor, tree: PrefixTree, paths: torch.Tensor) -> torch.Tensor:
+    """``L_ARG`` per candidate from the node logits ``[B, n, V]`` of :func:`shared_prefix_tree`'s tree:
+    ``−Σ_j log softmax(logits[b, node_of[m, j]])[paths[b, m, j]]`` for paths ``[B, M, T]`` → ``[B, M]``."""
+    batch, m, t = paths.shape
+    nll = _TreeNLL.apply(logits, tree.node_of.reshape(-1), paths.reshape(batch, m * t))
+    return nll.reshape(batch, m, t).sum(-1)

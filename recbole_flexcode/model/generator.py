@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from recbole_flexcode.config_check import ConfigError
+from recbole_flexcode.model.generation import shared_prefix_tree, tree_nll
 from recbole_flexcode.model.history import HISTORY_ENCODINGS, build_history
 from recbole_flexcode.tokenizer.codebooks import SEMANTIC
 
@@ -57,6 +58,10 @@ class PathGenerator(nn.Module):
         """``L_ARG`` per candidate: ``−Σ_k log p(path_k | history, path_<k)`` for paths ``[B, M, T]`` → ``[B, M]``."""
         log_probs = self.decode_log_probs(memory, pad, paths[..., :-1])
         return -log_probs.gather(-1, paths.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+    def next_token_log_probs(self, memory, pad, prefix: torch.Tensor) -> torch.Tensor:
+        """``[B, M, V]``: ``log p(token_k | history, prefix)`` for prefixes ``[B, M, k]`` (beam search's step)."""
+        return self.decode_log_probs(memory, pad, prefix)[..., -1, :]
 
 
 class SemanticIDGenerator(PathGenerator):
@@ -142,11 +147,15 @@ class SemanticIDGenerator(PathGenerator):
         Returns:
             ``[B, M, k+1, V]``: entry ``j`` is ``log p(token_j | history, prefix_<j)``.
         """
+        return self._decode(memory, pad, prefix, max_tokens, last_only=False)
+
+    def _decode(self, memory, pad, prefix: torch.Tensor, max_tokens: int, last_only: bool) -> torch.Tensor:
+        """:meth:`decode_log_probs`; ``last_only``: the last position of each candidate only, ``[B, M, 1, V]``."""
         batch, m, k = prefix.shape
         per = k + 1
         chunk = max(1, max_tokens // per)
         if m > chunk:
-            parts = [self.decode_log_probs(memory, pad, prefix[:, i : i + chunk], max_tokens) for i in range(0, m, chunk)]
+            parts = [self._decode(memory, pad, prefix[:, i : i + chunk], max_tokens, last_only) for i in range(0, m, chunk)]
             return torch.cat(parts, dim=1)
         bos = torch.zeros(batch, m, 1, dtype=torch.long, device=prefix.device)
         tokens = torch.cat([bos, prefix], dim=2)
@@ -154,8 +163,28 @@ class SemanticIDGenerator(PathGenerator):
         x = self.dropout(self.decoder_norm(x.reshape(batch, m * per, -1)))
         mask = packed_causal_mask(m, per, prefix.device)
         h = self.decoder(x, memory, tgt_mask=mask, memory_key_padding_mask=pad)
+        if last_only:  # speed: beam search reads the last position only; the output layer and softmax
+            h, per = h[:, per - 1 :: per], 1  # over V are most of a decoding step (docs/design.md, "Speed")
         logits = self.output(self.final_norm(h))
         return F.log_softmax(logits, dim=-1).reshape(batch, m, per, -1)
+
+    # ---- speed (docs/design.md, "Speed on a 2-core CPU"): same values as the packed layout, less work
+    def next_token_log_probs(self, memory, pad, prefix: torch.Tensor) -> torch.Tensor:
+        return self._decode(memory, pad, prefix, 128, last_only=True)[..., 0, :]
+
+    def sequence_nll(self, memory, pad, paths: torch.Tensor) -> torch.Tensor:
+        """As :meth:`PathGenerator.sequence_nll`; candidates that share a prefix in every row (the budget
+        splits of a target) share its decoder positions (:func:`~recbole_flexcode.model.generation.shared_prefix_tree`)."""
+        tree = shared_prefix_tree(paths) if paths.shape[1] > 1 else None
+        if tree is None or tree.n_nodes > 128:
+            return super().sequence_nll(memory, pad, paths)
+        rows = torch.arange(paths.shape[0], device=paths.device).unsqueeze(1)
+        prev = (tree.depth - 1).clamp_min(0)
+        tokens = torch.where(tree.depth > 0, paths[rows, tree.rep, prev], 0)  # [B, n]: BOS at depth 0
+        x = self.token_embedding(tokens) + self.decoder_position.weight[tree.depth]
+        x = self.dropout(self.decoder_norm(x))
+        h = self.decoder(x, memory, tgt_mask=tree.blocked, memory_key_padding_mask=pad)
+        return tree_nll(self.output(self.final_norm(h)), tree, paths)
 
 
 # ---------------------------------------------------------------------------------- building

@@ -1,0 +1,216 @@
+"""The speed work of issue #14 item 6 (docs/design.md, "Speed on a 2-core CPU"): every fast path gives the
+numbers of the path it replaces, and ml-100k's FlexCode settings reach FlexCode only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import recbole_flexcode  # noqa: F401  (compatibility fixes first)
+from recbole_flexcode.config import ConfigError, FlexConfig, dataset_model_section
+from recbole_flexcode.model.generation import shared_prefix_tree, tree_nll
+from recbole_flexcode.model.generator import PathGenerator, SemanticIDGenerator
+from conftest import tiny_config
+
+
+# ------------------------------------------------------------------------------ generator
+
+
+def _generator(vocab=40, path_length=4, seed=0):
+    torch.manual_seed(seed)
+    return SemanticIDGenerator(vocab, path_length, max_seq_length=6, hidden_size=16, n_heads=2, inner_size=32,
+                               n_encoder_layers=1, n_decoder_layers=2, dropout=0.2).eval()
+
+
+def _split_paths(batch=5, levels=3, seed=1):
+    """Paths of every budget split ``s`` of ``batch`` targets: ``s`` collaborative tokens, then semantic ones, then
+    a disambiguation token (disjoint id ranges per source and level, as in the tokenizer's vocabulary)."""
+    g = torch.Generator().manual_seed(seed)
+    cf = torch.randint(0, 4, (batch, levels), generator=g) + 1 + 4 * torch.arange(levels)
+    sem = torch.randint(0, 4, (batch, levels), generator=g) + 13 + 4 * torch.arange(levels)
+    paths = []
+    for s in range(levels + 1):
+        disamb = torch.randint(0, 3, (batch, 1), generator=g) + 30
+        paths.append(torch.cat([cf[:, :s], sem[:, : levels - s], disamb], dim=1))
+    return torch.stack(paths, dim=1)  # [B, L+1, L+1]
+
+
+def test_prefix_tree_of_budget_splits():
+    paths = _split_paths()
+    tree = shared_prefix_tree(paths)
+    assert tree.n_nodes == 4 + 6  # L + 1 + L(L+1)/2 at L = 3, instead of 16
+    # every candidate's position j is a node of depth j holding its own prefix
+    assert torch.equal(tree.depth[tree.node_of], torch.arange(4).expand(4, -1))
+    for m in range(4):
+        for j in range(4):
+            rep = tree.rep[tree.node_of[m, j]]
+            assert torch.equal(paths[:, rep, :j], paths[:, m, :j])
+    # nothing shared but the start token: one BOS position instead of M; one candidate: no tree
+    assert shared_prefix_tree(torch.arange(24).reshape(2, 3, 4)).n_nodes == 1 + 3 * 3
+    assert shared_prefix_tree(paths[:, :1]) is None
+
+
+def test_tree_decoding_equals_packed_decoding_values_and_gradients():
+    gen = _generator()
+    paths = _split_paths()
+    items = torch.randint(1, 9, (9, 16))
+    seq = torch.randint(1, 9, (5, 6))
+    lengths = torch.tensor([6, 3, 1, 5, 2])
+    memory, pad = gen.encode_history(gen.token_embedding(torch.arange(9)), seq, lengths)
+    fast = gen.sequence_nll(memory, pad, paths)
+    slow = PathGenerator.sequence_nll(gen, memory, pad, paths)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    weights = torch.rand(5, 4)
+    params = [p for p in gen.parameters() if p.requires_grad]
+    g_fast = torch.autograd.grad((weights * fast).sum(), params, retain_graph=True, allow_unused=True)
+    g_slow = torch.autograd.grad((weights * slow).sum(), params, allow_unused=True)
+    for a, b in zip(g_fast, g_slow):
+        if a is None or b is None:
+            assert a is None and b is None
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # one split per row (decoupled router, fixed splits): the packed path itself
+    torch.testing.assert_close(gen.sequence_nll(memory, pad, paths[:, 2:3]),
+                               PathGenerator.sequence_nll(gen, memory, pad, paths[:, 2:3]))
+    del items
+
+
+def test_tree_nll_backward_is_the_softmax_gradient():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 6, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    paths = _split_paths(batch=3, levels=2) % 11
+    tree = shared_prefix_tree(_split_paths(batch=3, levels=2))
+    assert tree is not None and tree.n_nodes == 3 + 3  # L + 1 + L(L+1)/2 at L = 2
+    torch.autograd.gradcheck(lambda x: tree_nll(x, tree, paths), (logits,))
+    ref = -torch.log_softmax(logits, -1)[torch.arange(3)[:, None, None], tree.node_of, paths].sum(-1)
+    torch.testing.assert_close(tree_nll(logits, tree, paths), ref)
+
+
+def test_next_token_log_probs_is_the_last_position():
+    gen = _generator()
+    seq = torch.randint(1, 9, (4, 6))
+    memory, pad = gen.encode_history(gen.token_embedding(torch.arange(9)), seq, torch.tensor([6, 2, 4, 1]))
+    for k in range(4):
+        prefix = torch.randint(1, 40, (4, 7, k))
+        torch.testing.assert_close(gen.next_token_log_probs(memory, pad, prefix),
+                                   gen.decode_log_probs(memory, pad, prefix)[..., -1, :])
+    # more candidates than one packed chunk holds
+    prefix = torch.randint(1, 40, (4, 50, 3))
+    torch.testing.assert_close(gen.next_token_log_probs(memory, pad, prefix),
+                               gen.decode_log_probs(memory, pad, prefix)[..., -1, :])
+
+
+# ------------------------------------------------------------------------- CF SASRec windows
+
+
+@pytest.fixture(scope="module")
+def tiny_train(tiny_data):
+    from recbole.data import create_dataset, data_preparation
+
+    config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(
+        tiny_data, cf_hidden_size=16, cf_inner_size=32, cf_n_layers=1, MAX_ITEM_LIST_LENGTH=10))
+    train, _, _ = data_preparation(config, create_dataset(config))
+    return config, train._dataset
+
+
+def test_windows_count_every_training_target_once(tiny_train):
+    from recbole_flexcode.embeddings.collaborative import sequence_windows, user_sequences
+
+    config, ds = tiny_train
+    inter = ds.inter_feat
+    seqs, t0 = user_sequences(ds, 10)
+    inputs, targets = sequence_windows(seqs, t0, 10)
+    assert inputs.shape[1] == 10 and len(inputs) < len(inter) / 3
+    assert int((targets > 0).sum()) == len(inter)
+    # (history, target) of every counted window position is a training row's, history truncated to the window
+    rows = {}
+    hist, length = inter["item_id_list"].numpy(), inter["item_length"].numpy()
+    for h, n, t in zip(hist, length, inter["item_id"].numpy()):
+        rows.setdefault(int(t), []).append(tuple(h[:n]))
+    inputs, targets = inputs.numpy(), targets.numpy()
+    for w in range(len(inputs)):
+        for j in np.flatnonzero(targets[w]):
+            context = tuple(inputs[w, : j + 1])
+            assert any(r[-len(context):] == context for r in rows[int(targets[w, j])])
+            assert j + 1 >= min(10 - 10 // 2 + 1, 10) or len(context) == j + 1
+
+
+def test_window_loss_equals_recbole_prefix_losses(tiny_train):
+    """On sequences no longer than a window, the all-position loss is RecBole's per-row loss averaged."""
+    from recbole.model.sequential_recommender import SASRec
+
+    from recbole_flexcode.embeddings.collaborative import (
+        _sub_config, sasrec_settings, sequence_windows, user_sequences, window_loss)
+
+    config, ds = tiny_train
+    sub = _sub_config(config, {**sasrec_settings(config), "train_batch_size": 64})
+    torch.manual_seed(0)
+    model = SASRec(sub, ds).eval()
+    seqs, t0 = user_sequences(ds, 10)
+    short = [s[:8] for s in seqs[:5]]  # 7 targets each, one window per user
+    inputs, targets = sequence_windows(short, t0[:5], 10)
+    assert len(inputs) == 5
+    fast = window_loss(model, inputs, targets)
+    losses = []
+    for s in short:
+        for t in range(1, len(s)):
+            seq = torch.zeros(1, 10, dtype=torch.long)
+            seq[0, :t] = torch.as_tensor(s[:t])
+            out = model.forward(seq, torch.tensor([t]))
+            losses.append(torch.nn.functional.cross_entropy(out @ model.item_embedding.weight.t(),
+                                                            torch.as_tensor([s[t]])))
+    torch.testing.assert_close(fast, torch.stack(losses).mean(), rtol=1e-5, atol=1e-6)
+    assert "gather_indexes" not in model.__dict__  # the method is SASRec's own again
+
+
+def test_windowed_stage_trains_and_caches(tiny_train, tmp_path):
+    from recbole_flexcode.embeddings.collaborative import collaborative_embeddings
+
+    config, ds = tiny_train
+    torch.set_num_threads(1)
+    out = collaborative_embeddings(config, ds, epochs=2, batch_size=16, cache_dir=str(tmp_path), show_progress=False,
+                                   sequences="windows")
+    assert out["embeddings"].shape == (ds.item_num, 16) and np.all(out["embeddings"][0] == 0)
+    assert (out["uncertainty"][1:] > 0).mean() > 0.9
+    prefixes = collaborative_embeddings(config, ds, epochs=2, batch_size=16, cache_dir=str(tmp_path),
+                                        show_progress=False, sequences="prefixes")
+    assert len(list(tmp_path.iterdir())) == 2  # its own cache entry
+    assert not np.array_equal(prefixes["embeddings"], out["embeddings"])
+
+
+# --------------------------------------------------------------------- per-dataset model settings
+
+
+def test_ml100k_flexcode_section_reaches_flexcode_only():
+    from recbole_flexcode.config import _read_yaml, PROPERTIES_DIR
+
+    section = _read_yaml(PROPERTIES_DIR / "dataset" / "ml-100k.yaml")["FlexCode"]
+    model_yaml = _read_yaml(PROPERTIES_DIR / "model" / "FlexCode.yaml")
+    flex = FlexConfig("FlexCode", "ml-100k")
+    sasrec = FlexConfig("SASRec", "ml-100k")
+    for key, value in section.items():
+        assert flex[key] == value, key
+        if key in model_yaml:
+            assert value != model_yaml[key] or key in ("cf_sequences",), key
+        assert "FlexCode" not in sasrec.final_config_dict
+        if key in _read_yaml(PROPERTIES_DIR / "overall.yaml"):
+            assert sasrec[key] == _read_yaml(PROPERTIES_DIR / "overall.yaml")[key], key
+    assert "FlexCode" not in flex.final_config_dict
+    # the user still wins over the section
+    some = next(iter(section))
+    assert FlexConfig("FlexCode", "ml-100k", cmd_args=[f"--{some}={model_yaml.get(some, 1)}"])[some] == model_yaml.get(some, 1)
+
+
+def test_dataset_model_section_is_checked(tmp_path):
+    path = tmp_path / "x.yaml"
+    assert dataset_model_section(path, "SASRec", {"FlexCode": {"cf_epochs": 3}}) == {}
+    assert dataset_model_section(path, "FlexCode", {"FlexCode": {"cf_epochs": 3, "epochs": 4}}) == {"cf_epochs": 3, "epochs": 4}
+    with pytest.raises(ConfigError, match="not a setting"):
+        dataset_model_section(path, "FlexCode", {"FlexCode": {"cf_epoch": 3}})
+    with pytest.raises(ConfigError, match="cf_epochs"):
+        dataset_model_section(path, "FlexCode", {"FlexCode": {"cf_epochs": 0}})
+    with pytest.raises(ConfigError, match="mapping"):
+        dataset_model_section(path, "FlexCode", {"FlexCode": [1]})
+    with pytest.raises(ConfigError, match="section"):
+        FlexConfig("FlexCode", "ml-100k", cmd_args=["--FlexCode={epochs: 1}"])
