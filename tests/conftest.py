@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 import recbole_flexcode  # noqa: F401  (compatibility fixes before any recbole import)
 
@@ -52,6 +53,30 @@ def tiny_config(data_path, **extra) -> dict:
     }
     cfg.update(extra)
     return cfg
+
+
+#: FlexCode at toy sizes: every stage and the generator build and train in seconds on ``ml-tiny``.
+TINY_FLEXCODE = {
+    "token_budget": 3, "codebook_size": 16, "code_dim": 16, "rqvae_hidden_sizes": [32], "rqvae_epochs": 15,
+    "rqvae_batch_size": 256, "align_proj_size": 16, "cf_epochs": 2, "cf_hidden_size": 16, "cf_inner_size": 32,
+    "cf_n_layers": 1, "router_hidden_size": 8, "hidden_size": 16, "inner_size": 32, "n_encoder_layers": 1,
+    "n_decoder_layers": 1, "dropout_prob": 0.1, "beam_size": 20, "train_batch_size": 128,
+}
+
+
+class FixedRouter(nn.Module):
+    """Stands in for the PATA router: fixed split probabilities for every item."""
+
+    def __init__(self, probs):
+        super().__init__()
+        self.register_buffer("probs", probs)
+        self.budget = probs.shape[1] - 1
+
+    def forward(self, features):
+        return self.probs
+
+    def alpha(self, probs):
+        return (probs * torch.arange(self.budget + 1, dtype=probs.dtype)).sum(-1) / self.budget
 
 
 @pytest.fixture(scope="session")

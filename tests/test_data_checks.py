@@ -11,7 +11,7 @@ import pytest
 
 from conftest import tiny_config
 from recbole_flexcode import quick_start
-from recbole_flexcode.config import ConfigError, FlexConfig
+from recbole_flexcode.config import FlexConfig
 from recbole_flexcode.data.checks import check_atomic_files
 
 

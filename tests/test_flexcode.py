@@ -27,38 +27,14 @@ from recbole_flexcode.analysis.flexcode import export_artifacts, report, split_l
 from recbole_flexcode.pipeline import prepare, stages_of
 from recbole_flexcode.tokenizer.dual import DualCodebookTokenizer
 from recbole_flexcode.tokenizer.router import level_masks
-from conftest import tiny_config
+from conftest import TINY_FLEXCODE, FixedRouter, tiny_config
 
 FIELDS = ["movie_title", "release_year", "class"]
 L = 3
 
 
 def base_config_dict(data_path, cache_dir) -> dict:
-    return tiny_config(
-        data_path,
-        **{
-            "cache_dir": str(cache_dir),
-            "token_budget": L,
-            "codebook_size": 16,
-            "code_dim": 16,
-            "rqvae_hidden_sizes": [32],
-            "rqvae_epochs": 15,
-            "rqvae_batch_size": 256,
-            "align_proj_size": 16,
-            "cf_epochs": 2,
-            "cf_hidden_size": 16,
-            "cf_inner_size": 32,
-            "cf_n_layers": 1,
-            "router_hidden_size": 8,
-            "hidden_size": 16,
-            "inner_size": 32,
-            "n_encoder_layers": 1,
-            "n_decoder_layers": 1,
-            "dropout_prob": 0.1,
-            "beam_size": 20,
-            "train_batch_size": 128,
-        },
-    )
+    return tiny_config(data_path, cache_dir=str(cache_dir), **TINY_FLEXCODE)
 
 
 class Refit(RuntimeError):
@@ -133,21 +109,6 @@ def decoding(model, mode, beam_size=None):
         yield model
     finally:
         model.decode_mode, model.beam_size = old
-
-
-class FixedRouter(nn.Module):
-    """Stands in for the PATA router: fixed split probabilities for every item."""
-
-    def __init__(self, probs):
-        super().__init__()
-        self.register_buffer("probs", probs)
-        self.budget = probs.shape[1] - 1
-
-    def forward(self, features):
-        return self.probs
-
-    def alpha(self, probs):
-        return (probs * torch.arange(self.budget + 1, dtype=probs.dtype)).sum(-1) / self.budget
 
 
 def mixed_split_model(model, seed=0):

@@ -23,7 +23,7 @@ from recbole_flexcode.model.generator import (
 from recbole_flexcode.model.history import PooledHistory, TokenHistory, TokenTable
 from recbole_flexcode.tokenizer.router import level_masks
 from recbole_flexcode.tokenizer.vocab import all_split_paths
-from conftest import tiny_config
+from conftest import FixedRouter, tiny_config
 
 L, K, N_ITEMS, S = 3, 5, 30, 6
 COMBOS = [("transformer", "pooled"), ("transformer", "tokens"), ("t5", "pooled"), ("t5", "tokens")]
@@ -316,21 +316,6 @@ def test_token_embeddings_from_codebooks(kind, vocab):
 
 
 # ----------------------------------------------------------------------------- FlexCode end to end
-
-
-class FixedRouter(nn.Module):
-    """Stands in for the PATA router: fixed split probabilities for every item (items over all splits)."""
-
-    def __init__(self, probs):
-        super().__init__()
-        self.register_buffer("probs", probs)
-        self.budget = probs.shape[1] - 1
-
-    def forward(self, features):
-        return self.probs
-
-    def alpha(self, probs):
-        return (probs * torch.arange(self.budget + 1, dtype=probs.dtype)).sum(-1) / self.budget
 
 
 def base_config_dict(data_path, cache_dir) -> dict:

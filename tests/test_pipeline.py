@@ -25,38 +25,13 @@ from recbole_flexcode.embeddings import text as text_mod
 from recbole_flexcode.embeddings.cache import ArrayCache
 from recbole_flexcode.pipeline import prepare, stages_of
 from recbole_flexcode.tokenizer.item_tokenizer import WEIGHTS_FILE, ItemTokenizer
-from conftest import tiny_config
+from conftest import TINY_FLEXCODE, tiny_config
 
 DATASET = "ml-tiny"
 
 
 def base_config_dict(data_path, cache_dir) -> dict:
-    """tests/test_flexcode.py's tiny FlexCode settings (copied, not imported)."""
-    return tiny_config(
-        data_path,
-        **{
-            "cache_dir": str(cache_dir),
-            "token_budget": 3,
-            "codebook_size": 16,
-            "code_dim": 16,
-            "rqvae_hidden_sizes": [32],
-            "rqvae_epochs": 15,
-            "rqvae_batch_size": 256,
-            "align_proj_size": 16,
-            "cf_epochs": 2,
-            "cf_hidden_size": 16,
-            "cf_inner_size": 32,
-            "cf_n_layers": 1,
-            "router_hidden_size": 8,
-            "hidden_size": 16,
-            "inner_size": 32,
-            "n_encoder_layers": 1,
-            "n_decoder_layers": 1,
-            "dropout_prob": 0.1,
-            "beam_size": 20,
-            "train_batch_size": 128,
-        },
-    )
+    return tiny_config(data_path, cache_dir=str(cache_dir), **TINY_FLEXCODE)
 
 
 class Refit(RuntimeError):

@@ -7,13 +7,10 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import TINY_FLEXCODE, tiny_config
 from recbole_flexcode.trainer import GenerativeTrainer, lr_factor
 
-TINY = dict(token_budget=3, codebook_size=16, code_dim=16, rqvae_hidden_sizes=[32], rqvae_epochs=15, rqvae_batch_size=256,
-            align_proj_size=16, cf_epochs=2, cf_hidden_size=16, cf_inner_size=32, cf_n_layers=1, router_hidden_size=8,
-            hidden_size=16, inner_size=32, n_encoder_layers=1, n_decoder_layers=1, dropout_prob=0.1, beam_size=20,
-            train_batch_size=128, variant="fix")
+TINY = {**TINY_FLEXCODE, "variant": "fix"}
 
 
 def test_lr_factor_warms_up_linearly_then_decays_by_a_cosine():
