@@ -7,8 +7,9 @@ has AdamW (``learner: adamw`` with ``weight_decay``) and clipping (``clip_grad_n
 * ``lr_warmup_steps`` / ``lr_schedule`` (``constant`` | ``cosine``): the learning rate of training step
   ``t`` is ``lr · min(1, t / warmup) · cos-factor``, the cosine running from the end of the warm-up
   to ``epochs`` × batches per epoch, stepped after every optimizer step;
-* ``bf16``: on CUDA, the loss is computed under ``torch.autocast(dtype=bfloat16)`` (no loss scaler:
-  bf16 has float32's exponent range); on a CPU it is ignored with a note in the log.
+* ``bf16``: on CUDA, or on a CPU with bf16 arithmetic (AVX512-BF16 / AMX), the loss is computed under
+  ``torch.autocast(dtype=bfloat16)`` (no loss scaler: bf16 has float32's exponent range; on a CPU with
+  SDPA's math attention kernel); on another CPU it is ignored with a note in the log.
 
 With the defaults (no warm-up, constant) it is RecBole's trainer exactly. Registered as
 ``recbole.trainer.FlexCodeTrainer`` / ``SOLIDTrainer``, so RecBole's own ``get_trainer`` (and with
@@ -17,11 +18,13 @@ it ``run_recbole``) picks it for the plugin's models.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
 import torch
 from recbole.trainer import Trainer
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from recbole_flexcode.config import ConfigError
 
@@ -47,9 +50,13 @@ class GenerativeTrainer(Trainer):
         self.lr_schedule = config["lr_schedule"] or "constant"
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"lr_schedule: unknown value '{self.lr_schedule}' (choose from {', '.join(LR_SCHEDULES)})")
-        self.bf16 = bool(config["bf16"]) and torch.device(self.device).type == "cuda"
+        self.autocast_device = torch.device(self.device).type
+        # a CPU with bf16 arithmetic (AVX512-BF16 / AMX: oneDNN's bf16 matmuls) gains from it too; others do not
+        self.bf16 = bool(config["bf16"]) and (self.autocast_device == "cuda" or (
+            self.autocast_device == "cpu" and torch.backends.mkldnn.is_available()
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported()))
         if config["bf16"] and not self.bf16:
-            self.logger.info("bf16: no CUDA device, training in float32")
+            self.logger.info("bf16: no CUDA device and no CPU bf16 arithmetic, training in float32")
         self.scheduler = None
 
     def _start_schedule(self, train_data) -> None:
@@ -72,8 +79,12 @@ class GenerativeTrainer(Trainer):
         if self.bf16:
             inner = loss_func
 
+            # on a CPU, bf16 attention through SDPA's flash kernel is ~5x slower than the math kernel at these
+            # sequence lengths (docs/design.md, "Speed on a 2-core CPU"); float32 keeps its default choice
+            kernel = (lambda: sdpa_kernel([SDPBackend.MATH])) if self.autocast_device == "cpu" else contextlib.nullcontext
+
             def loss_func(interaction):
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                with torch.autocast(device_type=self.autocast_device, dtype=torch.bfloat16), kernel():
                     return inner(interaction)
 
         return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)

@@ -60,6 +60,22 @@ def test_warmup_and_cosine_follow_the_steps(tiny_data, tmp_path):
     assert again.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
 
 
-def test_bf16_is_ignored_on_a_cpu(tiny_data, tmp_path):
+def test_bf16_is_ignored_on_a_cpu_without_bf16_arithmetic(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     trainer, _ = _trainer(tiny_data, tmp_path, bf16=True)
     assert trainer.bf16 is False
+
+
+def test_bf16_on_a_cpu_with_bf16_arithmetic_trains_under_autocast(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    trainer, train = _trainer(tiny_data, tmp_path, bf16=True)
+    assert trainer.bf16 is True and trainer.autocast_device == "cpu"
+    seen = []
+    inner = trainer.model.calculate_loss
+
+    def spy(interaction):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return inner(interaction)
+
+    loss = trainer._train_epoch(train, 0, loss_func=spy)
+    assert seen and all(s == (True, torch.bfloat16) for s in seen) and torch.isfinite(torch.as_tensor(loss)).all()

@@ -291,27 +291,29 @@ def shared_prefix_tree(paths: torch.Tensor) -> PrefixTree | None:
 class _TreeNLL(torch.autograd.Function):
     """``nll[b, c] = logsumexp(logits[b, node[c]]) - logits[b, node[c], token[b, c]]`` with a fused backward.
 
-    The backward is ``softmax · Σ g - onehot · g`` per node, written into one buffer (one exp pass and an
-    in-place scale), instead of autograd's separate logsumexp, gather and sum gradients (three more
-    passes over ``[B, n, V]``).
+    The forward keeps ``exp(logits - max)`` (the one buffer it allocates), and the backward scales it into
+    ``softmax · Σ g - onehot · g`` per node, one pass, instead of autograd's separate logsumexp, gather
+    and sum gradients (four more passes over ``[B, n, V]``). Not twice differentiable.
     """
 
     @staticmethod
     def forward(ctx, logits, node, token):
-        lse = torch.logsumexp(logits, dim=-1)  # [B, n]
         batch, n, vocab = logits.shape
+        top = logits.amax(dim=-1, keepdim=True)
+        shifted = (logits - top).exp_()  # [B, n, V]
+        total = shifted.sum(dim=-1)  # [B, n]
+        lse = total.log() + top.squeeze(-1)
         picked = logits.reshape(batch, n * vocab).gather(1, node.unsqueeze(0) * vocab + token)  # [B, C]
-        ctx.save_for_backward(logits, lse, node, token)
+        ctx.save_for_backward(shifted, total, node, token)
         return lse[:, node] - picked
 
     @staticmethod
     def backward(ctx, grad):
-        logits, lse, node, token = ctx.saved_tensors
-        batch, n, vocab = logits.shape
+        shifted, total, node, token = ctx.saved_tensors
+        batch, n, vocab = shifted.shape
         per_node = torch.zeros(batch, n, dtype=grad.dtype, device=grad.device).index_add_(1, node, grad)
-        out = (logits - lse.unsqueeze(-1)).exp_().mul_(per_node.unsqueeze(-1))
-        flat = out.view(batch, n * vocab)
-        flat.scatter_add_(1, node.unsqueeze(0) * vocab + token, -grad)
+        out = shifted * (per_node / total).unsqueeze(-1)  # softmax · Σ g (not in place: a retained graph reuses it)
+        out.view(batch, n * vocab).scatter_add_(1, node.unsqueeze(0) * vocab + token, -grad)
         return out, None, None
 
 

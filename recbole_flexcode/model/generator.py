@@ -184,7 +184,7 @@ class SemanticIDGenerator(PathGenerator):
         x = self.token_embedding(tokens) + self.decoder_position.weight[tree.depth]
         x = self.dropout(self.decoder_norm(x))
         h = self.decoder(x, memory, tgt_mask=tree.blocked, memory_key_padding_mask=pad)
-        return tree_nll(self.output(self.final_norm(h)), tree, paths)
+        return tree_nll(self.output(self.final_norm(h)).float(), tree, paths)  # float: under bf16 autocast too
 
 
 # ---------------------------------------------------------------------------------- building
