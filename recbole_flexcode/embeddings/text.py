@@ -170,7 +170,9 @@ def _encode_with_progress(texts, encoder, batch_size: int, device: str, show_pro
     elapsed, an estimate of the time left), so a long encoding says where it is without a progress bar.
     Each text's embedding does not depend on the chunking (every text is encoded on its own, padding masked)."""
     if isinstance(encoder, (str, os.PathLike)):
+        start = time.time()
         encoder = load_encoder(encoder, device)
+        log.info(f"text embeddings: encoder loaded in {time.time() - start:.1f} s")
     per = max(batch_size, -(-len(texts) // parts // batch_size) * batch_size)
     out, start = [], time.time()
     for first in range(0, len(texts), per):
