@@ -76,6 +76,7 @@ def test_row_names_map_to_models_and_overrides():
         ["--dataset=ml-tiny", "--models=SASRec", "--seeds=1,x"],
         ["--dataset=ml-tiny", "--models=SASRec", "--seed=3"],
         ["--dataset=ml-tiny", "--models=SASRec", "notakeyvalue"],
+        ["--dataset=ml-tiny", "--models=SASRec", "--threads=0"],
     ],
 )
 def test_bad_arguments_exit_2_with_one_error_line(argv, tmp_path, capsys, monkeypatch):
@@ -84,6 +85,20 @@ def test_bad_arguments_exit_2_with_one_error_line(argv, tmp_path, capsys, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
     assert not (tmp_path / "ml-tiny").exists()
+
+
+def test_runner_sets_the_thread_count_like_run_flexcode(tmp_path, monkeypatch):
+    """A row run through the runner gets run_flexcode.py's process settings (one torch thread by default)."""
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        for argv, expect in ((["--threads=2"], 2), ([], 1)):
+            assert runner.main(["--dataset=ml-tiny", f"--out={tmp_path}", "--tables-only", *argv]) == 0
+            assert torch.get_num_threads() == expect
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------- end to end on ml-tiny

@@ -471,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adopt", action="store_true",
                    help="first give runs/<row>-seed<seed>.json files written by run_flexcode.py a benchmark "
                    "section (cost fields from their timings), so tables and resume count them")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per run, as in run_flexcode.py (default: OMP_NUM_THREADS when set, else 1)")
     return p
 
 
@@ -494,6 +496,14 @@ def main(argv=None) -> int:
             raise BenchmarkError(str(exc)) from exc
         if "seed" in overrides:
             raise BenchmarkError("use --seeds=a,b,c instead of --seed")
+        from recbole_flexcode.quick_start import keep_freed_memory, set_threads
+
+        # the same process settings as run_flexcode.py, so a row costs what a plain run of it costs
+        try:
+            set_threads(args.threads)
+        except ConfigError as exc:
+            raise BenchmarkError(str(exc)) from exc
+        keep_freed_memory()
         rows = build_rows(args.models, args.budgets, check_model=not args.tables_only)
         seeds = parse_int_list(args.seeds, "seeds")
         if not seeds:
