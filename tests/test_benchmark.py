@@ -445,7 +445,8 @@ def test_adopt_takes_in_run_flexcode_results(tiny_data, tmp_path, monkeypatch, c
     assert b["row"] == "SASRec" and b["seed"] == 7 and b["model"] == "SASRec"
     assert b["train_s"] == rec["timings_s"]["train"] and b["peak_memory_bytes"] is None
     assert math.isclose(b["inference_users_per_s"], rec["n_test_users"] / rec["timings_s"]["test"])
-    assert b["device"].startswith("CPU")
+    assert b["device"].startswith("CPU: ") and rec["machine"]["cpu"] in b["device"]
+    assert math.isclose(b["wall_s"], sum(v for v in rec["timings_s"].values() if isinstance(v, (int, float))))
     table = _read_csv(out / "ml-tiny" / "benchmark.csv")
     assert table["SASRec"]["n"] == "1" and float(table["SASRec"]["ndcg@10_mean"]) == rec["test_result"]["ndcg@10"]
     md = (out / "ml-tiny" / "benchmark.md").read_text()
@@ -456,6 +457,14 @@ def test_adopt_takes_in_run_flexcode_results(tiny_data, tmp_path, monkeypatch, c
     before = path.stat().st_mtime_ns
     assert runner.main(["--dataset=ml-tiny", f"--out={out}", "--tables-only", "--adopt"]) == 0
     assert path.stat().st_mtime_ns == before
+
+    # a plugin model's stage timings (a nested section) count towards its wall time
+    staged = dict(rec, model="FlexCode", seed=8, timings_s={**rec["timings_s"], "stages": {"text": 1.5, "tokenizer": 2.5}})
+    (runs / "FlexCode-seed8.json").write_text(json.dumps(staged))
+    assert runner.main(["--dataset=ml-tiny", f"--out={out}", "--tables-only", "--adopt"]) == 0
+    b8 = _load(runs / "FlexCode-seed8.json")["benchmark"]
+    assert math.isclose(b8["wall_s"], b["wall_s"] + 4.0) and b8["stages_s"] == 4.0
+    (runs / "FlexCode-seed8.json").unlink()
 
     # a file whose name contradicts its content is refused, not adopted under the wrong row
     wrong = runs / "GRU4Rec-seed7.json"

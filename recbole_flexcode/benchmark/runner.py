@@ -429,8 +429,12 @@ def adopt_runs(out: str, dataset: str) -> list[str]:
             device = f"GPU: {machine['gpu']}"
         else:
             threads = machine.get("cpu_threads")
-            device = "CPU (model not recorded" + (f"; {threads} thread{'s' if threads != 1 else ''})" if threads else ")")
+            device = f"CPU: {machine['cpu']}" if machine.get("cpu") else "CPU (model not recorded)"
+            if threads:
+                device += f"; {threads} thread{'s' if threads != 1 else ''}"
+        # the stages are a nested section of timings_s; they are part of the run's wall time too
         wall = sum(v for v in timings.values() if isinstance(v, (int, float)))
+        wall += sum(v for v in (timings.get("stages") or {}).values() if isinstance(v, (int, float)))
         rec["benchmark"] = {
             **_bench_base(spec, seed, device, wall, timings, n_users),
             "peak_rss_bytes": None,
