@@ -96,6 +96,18 @@ FLEXCODE_SETTING_ROWS = {
     # ours (issue #13): output-side item capacity, alone and with the history item embedding
     "item_head": {"variant": "full", "item_head_weight": 1.0},
     "item_emb_head": {"variant": "full", "history_item_embedding": True, "item_head_weight": 1.0},
+    # ... and one more change on top of both (the CPU pilot's cumulative ablation)
+    "item_emb_head_decoupled": {"variant": "full", "history_item_embedding": True, "item_head_weight": 1.0,
+                                "router_mode": "decoupled"},
+    "item_emb_head_tokens": {"variant": "full", "history_item_embedding": True, "item_head_weight": 1.0,
+                             "history_encoding": "tokens"},
+    # one group of training settings set to the named value, whatever the run's other flags (the CPU
+    # pilot gives every row ml-100k's short schedule and takes one change back per row)
+    "epochs20": {"variant": "full", "epochs": 20},
+    "dropout02": {"variant": "full", "dropout_prob": 0.2},
+    "layers_2x2": {"variant": "full", "n_encoder_layers": 2, "n_decoder_layers": 2},
+    "lr_constant": {"variant": "full", "learning_rate": 0.001, "lr_warmup_steps": 0, "lr_schedule": "constant",
+                    "train_batch_size": 256},
     # residual k-means codebooks (faiss, no training, no alignment term)
     "rkmeans": {"variant": "no_align", "tokenizer": "rkmeans"},
     # generator options (issue #13): T5 stacks, every history item's path tokens as encoder positions
