@@ -11,6 +11,8 @@ Loading a checkpoint unpickles it: ``--trust`` says the file is yours (an earlie
 plugin). Without it only a plain-weights file loads, as with ``torch.load``'s safe default.
 ``--decode_check=N`` instead compares trie-constrained beam search (``--beam_sizes``) with exact
 scoring of every item on the first N validation users, per popularity group.
+``--rescore_sweep=0,0.5,1,2`` instead evaluates a model with an item head under each re-scoring
+weight on validation and tests the best one (and the trained one): the weight acts at inference only.
 ``--token_fit`` instead scores each target's path token by token (teacher-forced NLL, top-1 and
 top-10 hit rate per position, per popularity stratum and split), on validation rows and on the
 first ``--max_rows`` training rows: a tail that is fitted in training but lost in validation is a
@@ -234,6 +236,8 @@ def main(argv=None) -> int:
     p.add_argument("--beam_sizes", default="20,100", help="beam widths for --decode_check (default 20,100)")
     p.add_argument("--token_fit", action="store_true",
                    help="instead: teacher-forced per-position fit of the targets' paths on validation and training rows")
+    p.add_argument("--rescore_sweep", default=None, metavar="W1,W2,...",
+                   help="instead: choose the item head's item_head_rescore among these on validation, test it")
     p.add_argument("--max_rows", type=int, default=50000,
                    help="training rows scored by --token_fit (default 50000; validation is always whole)")
     args = p.parse_args(argv)
@@ -245,7 +249,7 @@ def main(argv=None) -> int:
     if args.trust:
         trust_checkpoint(args.checkpoint)
     try:
-        config, model, _, train_data, valid_data, _ = load_data_and_model(args.checkpoint)
+        config, model, _, train_data, valid_data, test_data = load_data_and_model(args.checkpoint)
     except Exception as exc:  # a refused unpickle, a foreign file, a missing dataset
         print(f"error: cannot load {args.checkpoint}: {type(exc).__name__}: {exc}"
               + ("" if args.trust else " (if the file is yours, pass --trust)"), file=sys.stderr)
@@ -273,6 +277,8 @@ def main(argv=None) -> int:
     if not _is_flexcode(model):
         print(f"error: {config['model']} has no split diagnostic (FlexCode only)", file=sys.stderr)
         return 2
+    if args.rescore_sweep is not None:
+        return _rescore_sweep(args.rescore_sweep, config, model, valid_data, test_data, command, args.out)
     if args.decode_check > 0:
         try:
             widths = [int(w) for w in args.beam_sizes.split(",") if w.strip()]
@@ -293,6 +299,36 @@ def main(argv=None) -> int:
     diag = {"checkpoint": os.path.abspath(args.checkpoint), "dataset": config["dataset"], "seed": config["seed"], **diag}
     print(format_diagnostics(diag))
     return _write(args.out, diag)
+
+
+def _rescore_sweep(weights_arg, config, model, valid_data, test_data, command, out) -> int:
+    from recbole.utils import get_trainer
+
+    from recbole_flexcode.analysis.flexcode import rescore_sweep
+
+    try:
+        weights = [float(w) for w in weights_arg.split(",") if w.strip()]
+    except ValueError:
+        weights = []
+    if not weights or min(weights) < 0:
+        print(f"error: --rescore_sweep must be comma-separated weights >= 0, got '{weights_arg}'", file=sys.stderr)
+        return 2
+    if not hasattr(model.item_head, "rescore_weight"):
+        print("error: the checkpoint's model has no item head (trained with item_head_weight: 0)", file=sys.stderr)
+        return 2
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+
+    def evaluate(data):
+        return trainer.evaluate(data, load_best_model=False, show_progress=bool(config["show_progress"]))
+
+    sweep = rescore_sweep(model, evaluate, valid_data, test_data, weights, str(config["valid_metric"]).lower())
+    metric = sweep["valid_metric"]
+    body = [[f"{r['rescore_weight']:g}", f"{r['valid'][metric]:.4f}"] for r in sweep["weights"]]
+    print(markdown_table(["item_head_rescore", f"valid {metric}"], body))
+    print(f"chosen on validation: {sweep['chosen_weight']:g} -> test {metric} {sweep['test_at_chosen'][metric]:.4f} "
+          f"(trained weight {sweep['trained_weight']:g}: {sweep['test_at_trained'][metric]:.4f})")
+    diag = {"command": command, "dataset": config["dataset"], "seed": config["seed"], "rescore_sweep": sweep}
+    return _write(out, diag)
 
 
 def _is_flexcode(model) -> bool:

@@ -97,3 +97,38 @@ def test_beam_over_the_whole_catalogue_equals_exact_scoring_with_the_head(built)
     assert torch.equal(beam[:, 1:].argsort(1, descending=True)[:, :10], exact[:, 1:].argsort(1, descending=True)[:, :10])
     top = beam[:, 1:].argmax(1) + 1
     assert torch.allclose(predicted, exact.gather(1, top[:, None]).squeeze(1), atol=1e-4)
+
+
+def test_rescore_weight_is_chosen_on_validation_tested_and_restored(built):
+    """``diagnose --rescore_sweep``: every weight on validation, the best and the trained one on test."""
+    from recbole.utils import get_trainer
+
+    from recbole_flexcode.analysis.flexcode import rescore_sweep
+
+    models, (_, valid, test) = built
+    m = copy.deepcopy(models[1.0])
+    torch.manual_seed(0)
+    with torch.no_grad():  # a head that disagrees with the generator, so the weight matters
+        m.item_head.items.weight.normal_(0.0, 3.0)
+    config = m._config
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, m)
+    seen = []
+
+    def evaluate(data):
+        seen.append(("valid" if data is valid else "test", m.item_head.rescore_weight))
+        return trainer.evaluate(data, load_best_model=False, show_progress=False)
+
+    weights = [0.0, 1.0, 8.0]
+    out = rescore_sweep(m, evaluate, valid, test, weights)
+    scores = [r["valid"]["ndcg@10"] for r in out["weights"]]
+    assert len(set(scores)) > 1  # the weight changes the ranking
+    assert out["chosen_weight"] == weights[scores.index(max(scores))]
+    assert seen[:3] == [("valid", w) for w in weights]
+    assert seen[3:] == [("test", w) for w in dict.fromkeys((out["chosen_weight"], 1.0))]
+    assert m.item_head.rescore_weight == 1.0 and out["trained_weight"] == 1.0
+    # weight 0 is the generator's own ranking
+    m.item_head.rescore_weight = 0.0
+    plain = trainer.evaluate(valid, load_best_model=False, show_progress=False)
+    assert plain["ndcg@10"] == pytest.approx(out["weights"][0]["valid"]["ndcg@10"])
+    with pytest.raises(ValueError, match="no item head"):
+        rescore_sweep(models[0.0], evaluate, valid, test, weights)

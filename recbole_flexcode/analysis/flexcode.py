@@ -4,7 +4,8 @@
 * :func:`split_losses` — per popularity stratum, the target's ``L_ARG`` under every budget split
   next to the router's choice (§4.3);
 * :func:`token_fit` / :func:`trie_path_scores` — where along its path a target is lost (§4.4);
-* :func:`export_artifacts` — per-item popularity and split (CSV) and a plot of one against the other.
+* :func:`export_artifacts` — per-item popularity and split (CSV) and a plot of one against the other;
+* :func:`rescore_sweep` — the item head's re-scoring weight chosen on validation after training.
 
 The model API used: ``variant``, ``budget``, ``item_counts``, ``tokenizer`` (paths, trie, stats),
 ``generator``, ``forward``, ``split_probs``, ``item_splits``, ``inference_paths``. Popularity strata
@@ -231,3 +232,34 @@ def export_artifacts(model, directory: str) -> list[str]:
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         logger.warning("matplotlib missing: no split plot")
     return written
+
+
+@torch.no_grad()
+def rescore_sweep(model, evaluate, valid_data, test_data, weights, valid_metric: str = "ndcg@10") -> dict:
+    """Choose the item head's ``item_head_rescore`` on validation, after training (ours, issue #13).
+
+    The weight only re-ranks the items the decoder returns (:mod:`recbole_flexcode.model.item_head`),
+    so a trained model can be evaluated under several: each weight is evaluated on ``valid_data``,
+    the one with the best ``valid_metric`` (first on ties) is tested, and so is the weight the model
+    was trained with, for comparison. ``evaluate(data) -> {metric: value}`` is the trainer's full
+    evaluation. The model's own weight is restored afterwards.
+    """
+    head = model.item_head
+    if not hasattr(head, "rescore_weight"):
+        raise ValueError("the model has no item head (item_head_weight: 0)")
+    trained = float(head.rescore_weight)
+    rows = []
+    try:
+        for w in weights:
+            head.rescore_weight = float(w)
+            rows.append({"rescore_weight": float(w), "valid": {k: float(v) for k, v in evaluate(valid_data).items()}})
+        best = max(rows, key=lambda r: r["valid"][valid_metric])  # max keeps the first of equal values
+        test = {}
+        for w in dict.fromkeys((best["rescore_weight"], trained)):
+            head.rescore_weight = w
+            test[w] = {k: float(v) for k, v in evaluate(test_data).items()}
+    finally:
+        head.rescore_weight = trained
+    return {"valid_metric": valid_metric, "trained_weight": trained, "weights": rows,
+            "chosen_weight": best["rescore_weight"], "test_at_chosen": test[best["rescore_weight"]],
+            "test_at_trained": test[trained]}
