@@ -3,25 +3,30 @@
 #
 # What it runs, in one call of at most 10 minutes on one H200/H100 under CUDA MPS (through
 # scripts/offline_gpu_session.sh, whose header says what to carry: wheels, the Beauty data, and the
-# stage caches): Amazon_Beauty, seeds 2020-2022, the rows that separate what each change does —
+# stage caches): Amazon_Beauty, seeds 2020-2022. FlexCode's Beauty settings are
+# properties/dataset/Amazon_Beauty.yaml's FlexCode section (the short schedule and the item head,
+# chosen by the full-data CPU pilot, scripts/cpu_beauty_pilot.sh); each row takes one change back or adds one:
 #   SASRec                    RecBole's baseline, same protocol
-#   FlexCode                  today's default (64-d nn.Transformer, pooled history)
+#   FlexCode-model_defaults   the first H100 runs' configuration (2 + 2 layers, dropout 0.2, constant lr 0.001)
+#   FlexCode-no_item_head     the short schedule alone
+#   FlexCode                  the Beauty settings (short schedule + item head)
 #   FlexCode-item_emb         + free history item embedding (input-side item capacity)
-#   FlexCode-item_head        + item-level output head (output-side item capacity)
-#   FlexCode-recipe           T5 4+4 at the public recipes' size, token-level history, AdamW + cosine, bf16
-#   FlexCode-recipe_item_head the same + the item head
-#   FlexCode-tiger            the recipe on semantic IDs only (the TIGER-style row; target 0.0384)
-# Build the stage caches on a CPU box first, so GPU time goes to training (CF SASRec is ~30 min per
-# seed on 2 CPU cores; the text embeddings and tokenizers are minutes):
+#   FlexCode-semantic_only    the Beauty settings on semantic IDs only
+#   FlexCode-tiger            T5 4+4 at the public recipes' size over token histories, semantic IDs only,
+#                             no item head (the TIGER-style row; target 0.0384)
+# No --epochs: the short schedule's cosine ends with its tenth epoch; SASRec keeps overall.yaml's 50
+# with early stopping; the session's train_time_budget ends whatever is still running.
+# Build the stage caches on a CPU box first, so GPU time goes to training (CF SASRec ~13 min per
+# seed on one core of the 2-core box; seeds 2020 and 2021 are in cache/Amazon_Beauty/ of the machine
+# that ran the pilot):
 #   python -m recbole_flexcode.benchmark --dataset=Amazon_Beauty --data_path=../shared/datasets \
-#     --models=FlexCode,FlexCode-tiger --seeds=2020,2021,2022 --stage=tokenize
-# (every FlexCode row above shares the tokenizer of FlexCode or FlexCode-tiger for its seed), then
+#     --models=FlexCode --seeds=2020,2021,2022 --stage=tokenize
+# (every row above shares the tokenizer of its seed), then
 #   MPS=1 SKIP_SMOKE=1 OVERHEAD=70 bash scripts/gpu_issue13.sh CARRYDIR
-# The CPU pilot that chose these rows: results/cpu/Amazon_Beauty_u10/.
 set -u
 carry=$1; shift
 jobs=""
-for row in SASRec FlexCode FlexCode-item_emb FlexCode-item_head FlexCode-recipe FlexCode-recipe_item_head FlexCode-tiger; do
+for row in SASRec FlexCode-model_defaults FlexCode-no_item_head FlexCode FlexCode-item_emb FlexCode-semantic_only FlexCode-tiger; do
   for seed in 2020 2021 2022; do jobs="$jobs $row:$seed"; done
 done
-exec bash "$(dirname "$0")/offline_gpu_session.sh" "$carry" "$jobs" --epochs=200 "$@"
+exec bash "$(dirname "$0")/offline_gpu_session.sh" "$carry" "$jobs" "$@"

@@ -182,13 +182,14 @@ def test_windowed_stage_trains_and_caches(tiny_train, tmp_path):
 # --------------------------------------------------------------------- per-dataset model settings
 
 
-def test_ml100k_flexcode_section_reaches_flexcode_only():
+@pytest.mark.parametrize("dataset", ["ml-100k", "Amazon_Beauty"])
+def test_dataset_flexcode_section_reaches_flexcode_only(dataset):
     from recbole_flexcode.config import _read_yaml, PROPERTIES_DIR
 
-    section = _read_yaml(PROPERTIES_DIR / "dataset" / "ml-100k.yaml")["FlexCode"]
+    section = _read_yaml(PROPERTIES_DIR / "dataset" / f"{dataset}.yaml")["FlexCode"]
     model_yaml = _read_yaml(PROPERTIES_DIR / "model" / "FlexCode.yaml")
-    flex = FlexConfig("FlexCode", "ml-100k")
-    sasrec = FlexConfig("SASRec", "ml-100k")
+    flex = FlexConfig("FlexCode", dataset)
+    sasrec = FlexConfig("SASRec", dataset)
     for key, value in section.items():
         assert flex[key] == value, key
         if key in model_yaml:
@@ -199,7 +200,7 @@ def test_ml100k_flexcode_section_reaches_flexcode_only():
     assert "FlexCode" not in flex.final_config_dict
     # the user still wins over the section
     some = next(iter(section))
-    assert FlexConfig("FlexCode", "ml-100k", cmd_args=[f"--{some}={model_yaml.get(some, 1)}"])[some] == model_yaml.get(some, 1)
+    assert FlexConfig("FlexCode", dataset, cmd_args=[f"--{some}={model_yaml.get(some, 1)}"])[some] == model_yaml.get(some, 1)
 
 
 def test_dataset_model_section_is_checked(tmp_path):

@@ -89,6 +89,14 @@ RECIPE = {"generator": "t5", "history_encoding": "tokens", "hidden_size": 128, "
           "learner": "adamw", "weight_decay": 0.15, "lr_warmup_steps": 1000, "lr_schedule": "cosine",
           "learning_rate": 0.001, "clip_grad_norm": {"max_norm": 1.0}, "bf16": True}
 
+def _model_defaults(*keys) -> dict:
+    """These keys' values in ``properties/overall.yaml`` < ``properties/model/FlexCode.yaml``."""
+    from recbole_flexcode.config import PROPERTIES_DIR, _read_yaml
+
+    merged = {**_read_yaml(PROPERTIES_DIR / "overall.yaml"), **_read_yaml(PROPERTIES_DIR / "model" / "FlexCode.yaml")}
+    return {k: merged[k] for k in keys}
+
+
 #: Rows of the full variant with one of our settings (docs/design.md: "router", "history item embedding").
 FLEXCODE_SETTING_ROWS = {
     "decoupled": {"variant": "full", "router_mode": "decoupled"},
@@ -117,7 +125,13 @@ FLEXCODE_SETTING_ROWS = {
     # the public recipes' size (SPEC §6: d 128, 6 heads of 64, FFN 1024, 4 + 4 layers), FlexCode and TIGER-style
     "recipe": {"variant": "full", **RECIPE},
     "recipe_item_head": {"variant": "full", "item_head_weight": 1.0, **RECIPE},
-    "tiger": {"variant": "semantic_only", **RECIPE},
+    "tiger": {"variant": "semantic_only", "item_head_weight": 0.0, **RECIPE},  # TIGER has no item-level parameters
+    # the generator's training settings of properties/model/FlexCode.yaml, over a dataset's own FlexCode
+    # section (Amazon_Beauty's, ml-100k's): the configuration of the first H100 runs
+    "model_defaults": {"variant": "full", **_model_defaults(
+        "n_encoder_layers", "n_decoder_layers", "dropout_prob", "bf16", "train_batch_size", "learning_rate",
+        "lr_warmup_steps", "lr_schedule", "epochs", "item_head_weight")},
+    "no_item_head": {"variant": "full", "item_head_weight": 0.0},
 }
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 _FLEX_ROW = re.compile(r"^FlexCode(?:-(?P<variant>[a-z][a-z0-9_]*?))?(?:-L(?P<budget>\d+))?$")
