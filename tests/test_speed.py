@@ -215,3 +215,19 @@ def test_dataset_model_section_is_checked(tmp_path):
         dataset_model_section(path, "FlexCode", {"FlexCode": [1]})
     with pytest.raises(ConfigError, match="section"):
         FlexConfig("FlexCode", "ml-100k", cmd_args=["--FlexCode={epochs: 1}"])
+
+
+def test_model_defaults_row_takes_back_a_dataset_section():
+    """Benchmark row ``FlexCode-model_defaults`` on Amazon_Beauty trains with the model YAML's values for
+    every key Beauty's FlexCode section sets (the configuration of the first H100 runs)."""
+    from recbole_flexcode.benchmark import runner
+    from recbole_flexcode.config import _read_yaml, PROPERTIES_DIR
+
+    section = _read_yaml(PROPERTIES_DIR / "dataset" / "Amazon_Beauty.yaml")["FlexCode"]
+    defaults = {**_read_yaml(PROPERTIES_DIR / "overall.yaml"), **_read_yaml(PROPERTIES_DIR / "model" / "FlexCode.yaml")}
+    spec = runner.parse_row("FlexCode-model_defaults")
+    config = FlexConfig(spec.model, "Amazon_Beauty", cmd_args=dict(spec.overrides))
+    for key in section:
+        assert config[key] == defaults[key], key
+    assert FlexConfig("FlexCode", "Amazon_Beauty", cmd_args=dict(runner.parse_row("FlexCode-no_item_head").overrides))[
+        "item_head_weight"] == 0.0
