@@ -257,6 +257,7 @@ def load_data_and_model(model_file):
 
     checkpoint = load_trusted_checkpoint(model_file, map_location="cpu")
     config = checkpoint["config"]
+    _add_new_defaults(config)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     getLogger().info(config)
@@ -268,6 +269,22 @@ def load_data_and_model(model_file):
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data
+
+
+def _add_new_defaults(config) -> None:
+    """Give a checkpoint's config the keys its model's YAML gained after it was saved, at their defaults.
+
+    Only keys the saved config lacks: every value the run had stays. A key added later (an
+    inference option such as ``item_head_candidates``) defaults to what reproduces the old model.
+    """
+    from recbole_flexcode.config import PROPERTIES_DIR, _read_yaml
+
+    props = PROPERTIES_DIR / "model" / f"{config['model']}.yaml"
+    if not props.is_file():  # a RecBole model
+        return
+    for key, value in _read_yaml(props).items():
+        if key not in config.final_config_dict:
+            config.final_config_dict[key] = value
 
 
 def _patch_recbole_torch() -> None:

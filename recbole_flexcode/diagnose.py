@@ -238,9 +238,23 @@ def main(argv=None) -> int:
                    help="instead: teacher-forced per-position fit of the targets' paths on validation and training rows")
     p.add_argument("--rescore_sweep", default=None, metavar="W1,W2,...",
                    help="instead: choose the item head's item_head_rescore among these on validation, test it")
+    p.add_argument("--candidates_sweep", default=None, metavar="K1,K2,...",
+                   help="with --rescore_sweep (or alone, at the trained weight): also choose item_head_candidates "
+                   "among these, every pair evaluated on validation")
     p.add_argument("--max_rows", type=int, default=50000,
                    help="training rows scored by --token_fit (default 50000; validation is always whole)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads, as in run_flexcode.py (default: OMP_NUM_THREADS when set, else 1)")
     args = p.parse_args(argv)
+    from recbole_flexcode.config import ConfigError
+    from recbole_flexcode.quick_start import keep_freed_memory, set_threads
+
+    try:  # the process settings of run_flexcode.py, so an evaluation here costs what it cost in training
+        set_threads(args.threads)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    keep_freed_memory()
     if not os.path.isfile(args.checkpoint):
         print(f"error: no such checkpoint: {args.checkpoint}", file=sys.stderr)
         return 2
@@ -277,8 +291,9 @@ def main(argv=None) -> int:
     if not _is_flexcode(model):
         print(f"error: {config['model']} has no split diagnostic (FlexCode only)", file=sys.stderr)
         return 2
-    if args.rescore_sweep is not None:
-        return _rescore_sweep(args.rescore_sweep, config, model, valid_data, test_data, command, args.out)
+    if args.rescore_sweep is not None or args.candidates_sweep is not None:
+        return _rescore_sweep(args.rescore_sweep, args.candidates_sweep, config, model, train_data, valid_data,
+                              test_data, command, args.out)
     if args.decode_check > 0:
         try:
             widths = [int(w) for w in args.beam_sizes.split(",") if w.strip()]
@@ -301,34 +316,51 @@ def main(argv=None) -> int:
     return _write(args.out, diag)
 
 
-def _rescore_sweep(weights_arg, config, model, valid_data, test_data, command, out) -> int:
+def _rescore_sweep(weights_arg, candidates_arg, config, model, train_data, valid_data, test_data, command, out) -> int:
     from recbole.utils import get_trainer
 
     from recbole_flexcode.analysis.flexcode import rescore_sweep
+    from recbole_flexcode.evaluation import popularity_group_metrics
 
-    try:
-        weights = [float(w) for w in weights_arg.split(",") if w.strip()]
-    except ValueError:
-        weights = []
+    if not hasattr(model.item_head, "rescore_weight"):
+        print("error: the checkpoint's model has no item head (trained with item_head_weight: 0)", file=sys.stderr)
+        return 2
+    weights = _numbers(weights_arg, float) if weights_arg is not None else [model.item_head.rescore_weight]
     if not weights or min(weights) < 0:
         print(f"error: --rescore_sweep must be comma-separated weights >= 0, got '{weights_arg}'", file=sys.stderr)
         return 2
-    if not hasattr(model.item_head, "rescore_weight"):
-        print("error: the checkpoint's model has no item head (trained with item_head_weight: 0)", file=sys.stderr)
+    candidates = _numbers(candidates_arg, int) if candidates_arg is not None else None
+    if candidates is not None and (not candidates or min(candidates) < 0):
+        print(f"error: --candidates_sweep must be comma-separated integers >= 0, got '{candidates_arg}'", file=sys.stderr)
         return 2
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
     def evaluate(data):
         return trainer.evaluate(data, load_best_model=False, show_progress=bool(config["show_progress"]))
 
-    sweep = rescore_sweep(model, evaluate, valid_data, test_data, weights, str(config["valid_metric"]).lower())
+    def by_group(data):
+        return popularity_group_metrics(model, data, train_data._dataset, model.device)
+
+    sweep = rescore_sweep(model, evaluate, valid_data, test_data, weights, str(config["valid_metric"]).lower(),
+                          candidates, by_group)
     metric = sweep["valid_metric"]
-    body = [[f"{r['rescore_weight']:g}", f"{r['valid'][metric]:.4f}"] for r in sweep["weights"]]
-    print(markdown_table(["item_head_rescore", f"valid {metric}"], body))
-    print(f"chosen on validation: {sweep['chosen_weight']:g} -> test {metric} {sweep['test_at_chosen'][metric]:.4f} "
-          f"(trained weight {sweep['trained_weight']:g}: {sweep['test_at_trained'][metric]:.4f})")
+    body = [[f"{r['rescore_weight']:g}", str(r["candidates"]), f"{r['valid'][metric]:.4f}"] for r in sweep["weights"]]
+    print(markdown_table(["item_head_rescore", "item_head_candidates", f"valid {metric}"], body))
+    for name, key in (("chosen on validation", "test_at_chosen"), ("as trained", "test_at_trained")):
+        at = sweep[key]
+        setting = ((sweep["chosen_weight"], sweep["chosen_candidates"]) if key == "test_at_chosen"
+                   else (sweep["trained_weight"], sweep["trained_candidates"]))
+        print(f"{name} (rescore {setting[0]:g}, candidates {setting[1]}): test {metric} {at[metric]:.4f}, "
+              f"head {at['groups']['head']['ndcg@10']:.4f}, tail {at['groups']['tail']['ndcg@10']:.4f}")
     diag = {"command": command, "dataset": config["dataset"], "seed": config["seed"], "rescore_sweep": sweep}
     return _write(out, diag)
+
+
+def _numbers(arg: str, kind) -> list:
+    try:
+        return [kind(v) for v in arg.split(",") if v.strip()]
+    except ValueError:
+        return []
 
 
 def _is_flexcode(model) -> bool:

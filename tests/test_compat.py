@@ -187,6 +187,23 @@ def test_recbole_config_checkpoint_loads(tmp_path, tiny_data):
         torch.load(path)
 
 
+def test_a_checkpoint_config_gets_the_keys_added_after_it_was_saved(tiny_data):
+    """An older FlexCode checkpoint lacks later keys (``item_head_candidates``): they come at their
+    defaults, and every value the run saved stays."""
+    from recbole_flexcode.config import FlexConfig
+
+    cfg = FlexConfig("FlexCode", "ml-tiny", config_dict={"data_path": str(tiny_data), "item_head_rescore": 2.0})
+    del cfg.final_config_dict["item_head_candidates"]
+    cfg.final_config_dict["beam_size"] = 33
+    compat._add_new_defaults(cfg)
+    assert cfg["item_head_candidates"] == 0
+    assert cfg["item_head_rescore"] == 2.0 and cfg["beam_size"] == 33
+    sasrec = FlexConfig("SASRec", "ml-tiny", config_dict={"data_path": str(tiny_data)})
+    before = dict(sasrec.final_config_dict)
+    compat._add_new_defaults(sasrec)  # a RecBole model: nothing to add
+    assert sasrec.final_config_dict == before
+
+
 def test_foreign_and_modified_checkpoints_are_refused(tmp_path):
     mine = tmp_path / "mine.pth"
     compat.save_checkpoint({"payload": Payload(1)}, mine)

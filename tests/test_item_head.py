@@ -132,3 +132,60 @@ def test_rescore_weight_is_chosen_on_validation_tested_and_restored(built):
     assert plain["ndcg@10"] == pytest.approx(out["weights"][0]["valid"]["ndcg@10"])
     with pytest.raises(ValueError, match="no item head"):
         rescore_sweep(models[0.0], evaluate, valid, test, weights)
+
+
+def test_proposed_candidates_join_the_beam_with_their_exact_scores(built):
+    """``item_head_candidates: K``: the head's top K items are ranked beside the beam's, each at the
+    score exact decoding gives it, so an item the beam missed can be retrieved."""
+    models, (_, _, test) = built
+    m = copy.deepcopy(models[1.0])
+    torch.manual_seed(1)
+    with torch.no_grad():
+        m.item_head.items.weight.normal_(0, 3.0)  # a head that disagrees with the generator
+    batch = next(iter(test))[0][torch.arange(5)]
+    m.eval()
+    m.beam_size, m.item_head.n_candidates = 10, 15
+    with torch.no_grad():
+        extended = m.full_sort_predict(batch)
+        m.item_head.n_candidates = 0
+        beam_only = m.full_sort_predict(batch)
+        m.decode_mode = "exact"
+        exact = m.full_sort_predict(batch)
+        memory, pad = m.forward(batch[m.ITEM_SEQ], batch[m.ITEM_SEQ_LEN])
+        proposed = m.item_head.log_probs(memory, pad).topk(15, dim=1).indices
+    finite = torch.isfinite(extended)
+    assert torch.isfinite(beam_only).sum(1).eq(10).all()
+    assert finite.gather(1, proposed).all()  # every proposed item is ranked
+    assert (finite.sum(1) > 10).all()  # and some of them were outside the beam
+    assert torch.equal(finite, torch.isfinite(beam_only) | torch.zeros_like(finite).scatter(1, proposed, True))
+    assert torch.allclose(extended[finite], exact[finite], atol=1e-4)  # one scale for beam and proposed items
+
+
+def test_sweep_chooses_rescore_weight_and_candidates_together(built):
+    from recbole.utils import get_trainer
+
+    from recbole_flexcode.analysis.flexcode import rescore_sweep
+
+    models, (_, valid, test) = built
+    m = copy.deepcopy(models[1.0])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        m.item_head.items.weight.normal_(0.0, 3.0)
+    m.beam_size = 10
+    config = m._config
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, m)
+    seen = []
+
+    def evaluate(data):
+        seen.append(("valid" if data is valid else "test", m.item_head.rescore_weight, m.item_head.n_candidates))
+        return trainer.evaluate(data, load_best_model=False, show_progress=False)
+
+    out = rescore_sweep(m, evaluate, valid, test, [0.0, 2.0], candidates=[0, 30], by_group=lambda d: {"n": 1})
+    assert seen[:4] == [("valid", 0.0, 0), ("valid", 0.0, 30), ("valid", 2.0, 0), ("valid", 2.0, 30)]
+    scores = [r["valid"]["ndcg@10"] for r in out["weights"]]
+    best = out["weights"][scores.index(max(scores))]
+    assert (out["chosen_weight"], out["chosen_candidates"]) == (best["rescore_weight"], best["candidates"])
+    assert seen[4] == ("test", out["chosen_weight"], out["chosen_candidates"])
+    assert out["test_at_chosen"]["groups"] == {"n": 1}
+    assert (m.item_head.rescore_weight, m.item_head.n_candidates) == (1.0, 0)  # restored
+    assert (out["trained_weight"], out["trained_candidates"]) == (1.0, 0)

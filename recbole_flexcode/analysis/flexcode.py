@@ -235,31 +235,43 @@ def export_artifacts(model, directory: str) -> list[str]:
 
 
 @torch.no_grad()
-def rescore_sweep(model, evaluate, valid_data, test_data, weights, valid_metric: str = "ndcg@10") -> dict:
-    """Choose the item head's ``item_head_rescore`` on validation, after training (ours, issue #13).
+def rescore_sweep(model, evaluate, valid_data, test_data, weights, valid_metric: str = "ndcg@10",
+                  candidates=None, by_group=None) -> dict:
+    """Choose the item head's inference settings on validation, after training (ours, issue #13).
 
-    The weight only re-ranks the items the decoder returns (:mod:`recbole_flexcode.model.item_head`),
-    so a trained model can be evaluated under several: each weight is evaluated on ``valid_data``,
-    the one with the best ``valid_metric`` (first on ties) is tested, and so is the weight the model
-    was trained with, for comparison. ``evaluate(data) -> {metric: value}`` is the trainer's full
-    evaluation. The model's own weight is restored afterwards.
+    ``item_head_rescore`` (its weight in each item's score) and ``item_head_candidates`` (how many
+    of its own top items join the beam's, :meth:`~recbole_flexcode.model.item_head.ItemHead.extend`)
+    act at inference only, so one trained model is evaluated under every pair of ``weights`` ×
+    ``candidates`` (default: the model's own count) on ``valid_data``; the pair with the best
+    ``valid_metric`` (first on ties) is tested, and so is the pair the model was trained with, for
+    comparison. ``evaluate(data) -> {metric: value}`` is the trainer's full evaluation;
+    ``by_group(data)``, when given, adds each tested pair's head/tail metrics
+    (:func:`recbole_flexcode.evaluation.popularity_group_metrics`). The model's settings are restored.
     """
     head = model.item_head
     if not hasattr(head, "rescore_weight"):
         raise ValueError("the model has no item head (item_head_weight: 0)")
-    trained = float(head.rescore_weight)
+    trained = (float(head.rescore_weight), int(head.n_candidates))
+    candidates = [trained[1]] if candidates is None else [int(k) for k in candidates]
     rows = []
     try:
         for w in weights:
-            head.rescore_weight = float(w)
-            rows.append({"rescore_weight": float(w), "valid": {k: float(v) for k, v in evaluate(valid_data).items()}})
+            for k in candidates:
+                head.rescore_weight, head.n_candidates = float(w), k
+                rows.append({"rescore_weight": float(w), "candidates": k,
+                             "valid": {m: float(v) for m, v in evaluate(valid_data).items()}})
+                logger.info(f"sweep {len(rows)}/{len(weights) * len(candidates)}: rescore {w:g}, "
+                            f"candidates {k}: valid {valid_metric} {rows[-1]['valid'][valid_metric]:.4f}")
         best = max(rows, key=lambda r: r["valid"][valid_metric])  # max keeps the first of equal values
+        chosen = (best["rescore_weight"], best["candidates"])
         test = {}
-        for w in dict.fromkeys((best["rescore_weight"], trained)):
-            head.rescore_weight = w
-            test[w] = {k: float(v) for k, v in evaluate(test_data).items()}
+        for setting in dict.fromkeys((chosen, trained)):
+            head.rescore_weight, head.n_candidates = setting
+            test[setting] = {m: float(v) for m, v in evaluate(test_data).items()}
+            if by_group is not None:
+                test[setting]["groups"] = by_group(test_data)
     finally:
-        head.rescore_weight = trained
-    return {"valid_metric": valid_metric, "trained_weight": trained, "weights": rows,
-            "chosen_weight": best["rescore_weight"], "test_at_chosen": test[best["rescore_weight"]],
-            "test_at_trained": test[trained]}
+        head.rescore_weight, head.n_candidates = trained
+    return {"valid_metric": valid_metric, "trained_weight": trained[0], "trained_candidates": trained[1],
+            "weights": rows, "chosen_weight": chosen[0], "chosen_candidates": chosen[1],
+            "test_at_chosen": test[chosen], "test_at_trained": test[trained]}

@@ -162,12 +162,16 @@ class FlexCode(SequentialRecommender):
         trie = self.tokenizer.trie(self.item_splits())
         step = lambda prefix: self.generator.next_token_log_probs(memory, pad, prefix)  # noqa: E731  (last position only)
         ids, scores = constrained_beam_search(step, trie, batch, self.beam_size, device=item_seq.device)
+        ids, scores = self.item_head.extend(ids, scores, memory, pad, lambda items: self._path_log_probs(memory, pad, items))
         return scatter_item_scores(ids, self.item_head.rescore(scores, memory, pad, ids), self.n_items)
+
+    def _path_log_probs(self, memory, pad, items: torch.Tensor) -> torch.Tensor:
+        """``log p(path of item | history)`` under the inference splits, for items ``[B, M]`` (ids >= 1)."""
+        return -self.generator.sequence_nll(memory, pad, self.tokenizer.encode(items, self.item_splits()[items]))
 
     def predict(self, interaction):
         """Sequence log-probability of the given item (for RecBole's sampled evaluation)."""
         memory, pad = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         item = interaction[self.ITEM_ID]
-        target = self.tokenizer.encode(item, self.item_splits()[item]).unsqueeze(1)  # [B, 1, T]
-        scores = -self.generator.sequence_nll(memory, pad, target)  # [B, 1]
+        scores = self._path_log_probs(memory, pad, item.unsqueeze(1))  # [B, 1]
         return self.item_head.rescore(scores, memory, pad, item.unsqueeze(1)).squeeze(1)

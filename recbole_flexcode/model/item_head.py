@@ -7,7 +7,10 @@ every item a free vector ``e_i`` (zero at the start) and the user a vector ``u``
 encoded history, projected); it trains ``CE(softmax_i(u·e_i), target)`` beside ``L_ARG`` with
 weight ``item_head_weight``, and adds ``item_head_rescore · log softmax_i(u·e_i)`` to the score of
 every item the decoder returns — the beam's candidates under constrained decoding, every item
-under exact scoring — so it re-ranks what the trie allows and never adds an item to the beam.
+under exact scoring — so it re-ranks what the trie allows. With ``item_head_candidates: K > 0``
+the head also *proposes*: its own top ``K`` items join the beam's candidates, each scored by its
+exact path log-probability plus the head's term (:meth:`ItemHead.extend`), so an item the beam
+missed can still be ranked; at ``K = 0`` it never adds an item to the beam.
 An item never seen as a training target is only pushed down, like every negative, through the
 softmax's normaliser; within the beam its rank still comes mostly from its code path. Whether that
 helps the tail more than it hurts cold items is what the Beauty ablation has to show.
@@ -31,16 +34,20 @@ class NoItemHead(nn.Module):
     def rescore(self, scores, memory, pad, items=None):
         return scores
 
+    def extend(self, ids, scores, memory, pad, path_log_probs):
+        return ids, scores
+
 
 class ItemHead(NoItemHead):
     """Free item embeddings re-scoring generated items (see module docstring)."""
 
-    def __init__(self, n_items: int, hidden_size: int, weight: float, rescore_weight: float):
+    def __init__(self, n_items: int, hidden_size: int, weight: float, rescore_weight: float, n_candidates: int = 0):
         super().__init__()
         self.user = nn.Linear(hidden_size, hidden_size)
         self.items = nn.Embedding(n_items, hidden_size, padding_idx=0)
         nn.init.zeros_(self.items.weight)  # start from the generator's own ranking
         self.weight, self.rescore_weight = float(weight), float(rescore_weight)
+        self.n_candidates = int(n_candidates)  # inference only: a trained model can be evaluated under several
 
     def log_probs(self, memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """``log softmax_i(u·e_i)`` over all items ``[B, N]`` (padding item excluded)."""
@@ -60,8 +67,27 @@ class ItemHead(NoItemHead):
         return scores + self.rescore_weight * extra.masked_fill(~torch.isfinite(scores), 0.0)
 
 
+    @torch.no_grad()
+    def extend(self, ids, scores, memory, pad, path_log_probs):
+        """The beam's ``ids, scores [B, M]`` (scores before :meth:`rescore`) with the head's top
+        ``n_candidates`` items appended, ``[B, M + K]``.
+
+        ``path_log_probs(items [B, K]) -> [B, K]`` is the generator's exact log-probability of each
+        item's path, the score the beam would have given it, so beam and proposed items are ranked on
+        one scale. A proposed item already in the beam is appended as id ``-1`` (ignored downstream).
+        """
+        k = min(self.n_candidates, self.items.num_embeddings - 1)
+        if k <= 0:
+            return ids, scores
+        proposed = self.log_probs(memory, pad).topk(k, dim=1).indices  # never the padding item: its logit is -inf
+        seen = (proposed.unsqueeze(-1) == ids.unsqueeze(1)).any(-1)
+        extra = path_log_probs(proposed).to(scores.dtype).masked_fill(seen, float("-inf"))
+        return torch.cat([ids, proposed.masked_fill(seen, -1)], 1), torch.cat([scores, extra], 1)
+
+
 def build_item_head(config, n_items: int, hidden_size: int) -> NoItemHead:
     weight = float(config["item_head_weight"])
     if weight == 0:
         return NoItemHead()
-    return ItemHead(n_items, hidden_size, weight, float(config["item_head_rescore"]))
+    return ItemHead(n_items, hidden_size, weight, float(config["item_head_rescore"]),
+                    int(config["item_head_candidates"]))
