@@ -130,7 +130,7 @@ FLEXCODE_SETTING_ROWS = {
     # section (Amazon_Beauty's, ml-100k's): the configuration of the first H100 runs
     "model_defaults": {"variant": "full", **_model_defaults(
         "n_encoder_layers", "n_decoder_layers", "dropout_prob", "bf16", "train_batch_size", "learning_rate",
-        "lr_warmup_steps", "lr_schedule", "epochs", "item_head_weight")},
+        "lr_warmup_steps", "lr_schedule", "epochs", "item_head_weight", "item_head_candidates")},
     "no_item_head": {"variant": "full", "item_head_weight": 0.0},
 }
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
