@@ -9,8 +9,10 @@
 #   SASRec                    RecBole's baseline, same protocol
 #   FlexCode-model_defaults   the first H100 runs' configuration (2 + 2 layers, dropout 0.2, constant lr 0.001)
 #   FlexCode-no_item_head     the short schedule alone
-#   FlexCode                  the Beauty settings (short schedule + item head)
-#   FlexCode-item_emb         + free history item embedding (input-side item capacity)
+#   FlexCode                  the Beauty settings (short schedule + item head proposing 20 candidates)
+#   FlexCode-fix              the same with the fixed split (2 CF + 1 semantic token) instead of the router:
+#                             the best row of the CPU pilot (the history item embedding, which now
+#                             overfits there, gave it its place)
 #   FlexCode-semantic_only    the Beauty settings on semantic IDs only
 #   FlexCode-tiger            T5 4+4 at the public recipes' size over token histories, semantic IDs only,
 #                             no item head (the TIGER-style row; target 0.0384)
@@ -26,7 +28,7 @@
 set -u
 carry=$1; shift
 jobs=""
-for row in SASRec FlexCode-model_defaults FlexCode-no_item_head FlexCode FlexCode-item_emb FlexCode-semantic_only FlexCode-tiger; do
+for row in SASRec FlexCode-model_defaults FlexCode-no_item_head FlexCode FlexCode-fix FlexCode-semantic_only FlexCode-tiger; do
   for seed in 2020 2021 2022; do jobs="$jobs $row:$seed"; done
 done
 exec bash "$(dirname "$0")/offline_gpu_session.sh" "$carry" "$jobs" "$@"

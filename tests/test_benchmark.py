@@ -63,6 +63,7 @@ def test_row_names_map_to_models_and_overrides():
     assert runner.parse_row("SOLID") == runner.RowSpec("SOLID", "SOLID", {})
     assert runner.parse_row("SOLID-DUET") == runner.RowSpec("SOLID-DUET", "SOLID", {"use_semantics": False})
     assert runner.parse_row("SOLID-static") == runner.RowSpec("SOLID-static", "SOLID", {"dynamic": False})
+    assert runner.parse_row("SASRec-h128") == runner.RowSpec("SASRec-h128", "SASRec", {"hidden_size": 128, "inner_size": 512})
     for bad in ("FlexCode-bogus", "FlexCode-L0", "FlexCode-L", "NoSuchModel", "SASRec-x", "", "a/b", "SOLID-x"):
         with pytest.raises(runner.BenchmarkError):
             runner.parse_row(bad)
@@ -619,3 +620,15 @@ def test_tokenizer_comparison_writes_one_row_per_tokenizer(tiny_data, tmp_path, 
     levels = rkmeans["stats"]["semantic"]["levels"]
     assert levels[1]["residual_mse"] <= levels[0]["residual_mse"]
     assert "| rkmeans (faiss) |" in (out / "tokenizers.md").read_text()
+
+
+@pytest.mark.parametrize("row", [f"SASRec-{name}" for name in runner.SASREC_ROWS])
+def test_every_sasrec_tuning_row_reaches_sasrec_over_the_dataset_yaml(row):
+    """Each SASRec grid row is a valid SASRec configuration on Beauty, and its setting wins over the
+    dataset YAML (``MAX_ITEM_LIST_LENGTH: 20`` there)."""
+    from recbole_flexcode.config import FlexConfig
+
+    spec = runner.parse_row(row)
+    config = FlexConfig("SASRec", "Amazon_Beauty", cmd_args=dict(spec.overrides))
+    for key, value in spec.overrides.items():
+        assert config[key] == value, key

@@ -16,6 +16,8 @@ Rows (``--models``, comma-separated):
   or ``--router_warmup_epochs``, which then applies to every FlexCode row of the invocation);
 * ``FlexCode-item_emb`` -> the full variant with ``history_item_embedding=True`` (ours);
 * ``FlexCode-L<n>`` / ``FlexCode-<variant>-L<n>`` -> ``token_budget=n`` (the budget table);
+* ``SASRec-<setting>`` -> RecBole's SASRec with one setting changed (``SASREC_ROWS``: ``h128``,
+  ``dropout02``, ``len50``, ``lr0003``), the grid a tuned SASRec is chosen from on validation;
 * ``SOLID``, ``SOLID-DUET`` (``use_semantics=False``), ``SOLID-static`` (``dynamic=False``);
   ``--budgets=3,4,5,6`` appends ``FlexCode-L3 .. FlexCode-L6``.
 
@@ -172,6 +174,16 @@ SOLID_ROWS = {
     "DUET": {"use_semantics": False},
 }
 
+#: RecBole's SASRec with one of its settings changed: the grid a tuned SASRec row is chosen from on
+#: validation (issue #13: width, history length, dropout, learning rate), so FlexCode is compared with
+#: a strong baseline as well as RecBole's default one.
+SASREC_ROWS = {
+    "h128": {"hidden_size": 128, "inner_size": 512},
+    "dropout02": {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2},
+    "len50": {"MAX_ITEM_LIST_LENGTH": 50},
+    "lr0003": {"learning_rate": 0.003},
+}
+
 
 def parse_row(name: str, check_model: bool = True) -> RowSpec:
     """Row name -> :class:`RowSpec` (see the module docstring); :class:`BenchmarkError` if unknown."""
@@ -202,6 +214,11 @@ def parse_row(name: str, check_model: bool = True) -> RowSpec:
         if ablation not in SOLID_ROWS:
             raise BenchmarkError(f"unknown row '{name}': SOLID rows are SOLID, {', '.join('SOLID-' + a for a in SOLID_ROWS)}")
         return RowSpec(name, "SOLID", dict(SOLID_ROWS[ablation]))
+    if name.startswith("SASRec-"):
+        setting = name.split("-", 1)[1]
+        if setting not in SASREC_ROWS:
+            raise BenchmarkError(f"unknown row '{name}': SASRec rows are SASRec, {', '.join('SASRec-' + a for a in SASREC_ROWS)}")
+        return RowSpec(name, "SASRec", dict(SASREC_ROWS[setting]))
     if "-" in name:
         raise BenchmarkError(f"unknown row '{name}'")
     if check_model:
