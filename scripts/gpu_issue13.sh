@@ -16,6 +16,8 @@
 #   FlexCode-semantic_only    the Beauty settings on semantic IDs only
 #   FlexCode-tiger            T5 4+4 at the public recipes' size over token histories, semantic IDs only,
 #                             no item head (the TIGER-style row; target 0.0384)
+#   SASRec-h128, -dropout02, -len50, -lr0003 (seed 2020 only): the grid the tuned SASRec row is chosen
+#                             from on validation; its other two seeds need a second call
 # No --epochs: the short schedule's cosine ends with its tenth epoch; SASRec keeps overall.yaml's 50
 # with early stopping; the session's train_time_budget ends whatever is still running.
 # Build the stage caches on a CPU box first, so GPU time goes to training (CF SASRec ~13 min per
@@ -31,4 +33,5 @@ jobs=""
 for row in SASRec FlexCode-model_defaults FlexCode-no_item_head FlexCode FlexCode-fix FlexCode-semantic_only FlexCode-tiger; do
   for seed in 2020 2021 2022; do jobs="$jobs $row:$seed"; done
 done
+for row in SASRec-h128 SASRec-dropout02 SASRec-len50 SASRec-lr0003; do jobs="$jobs $row:2020"; done
 exec bash "$(dirname "$0")/offline_gpu_session.sh" "$carry" "$jobs" "$@"

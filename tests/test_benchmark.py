@@ -632,3 +632,15 @@ def test_every_sasrec_tuning_row_reaches_sasrec_over_the_dataset_yaml(row):
     config = FlexConfig("SASRec", "Amazon_Beauty", cmd_args=dict(spec.overrides))
     for key, value in spec.overrides.items():
         assert config[key] == value, key
+
+
+def test_every_row_of_the_prepared_gpu_command_parses():
+    """A misspelt row in scripts/gpu_issue13.sh would cost a scarce GPU window; catch it here."""
+    import re
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "gpu_issue13.sh").read_text()
+    rows = [row for line in re.findall(r"^for row in (.*?); do", script, flags=re.M) for row in line.split()]
+    assert "SASRec" in rows and "FlexCode-fix" in rows
+    for row in rows:
+        runner.parse_row(row)

@@ -111,6 +111,8 @@ FLEXCODE_SETTING_ROWS = {
                                 "router_mode": "decoupled"},
     "item_emb_head_tokens": {"variant": "full", "history_item_embedding": True, "item_head_weight": 1.0,
                              "history_encoding": "tokens"},
+    # the fixed split the other way round: 1 CF + 2 semantic tokens (the variant fix gives the odd token to CF)
+    "fix_cf1": {"variant": "fix", "fixed_cf_tokens": 1},
     # one group of training settings set to the named value, whatever the run's other flags (the CPU
     # pilot gives every row ml-100k's short schedule and takes one change back per row)
     "epochs20": {"variant": "full", "epochs": 20},
