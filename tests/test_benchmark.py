@@ -565,6 +565,14 @@ def test_runner_stage_tokenize_builds_caches_and_writes_no_runs(tiny_data, tmp_p
     assert len(cf) == 2  # one CF SASRec per seed, cached for the runs that will train
     toks = [p for p in (tmp_path / "cache" / "ml-tiny").glob("tokenizer-*") if p.is_dir()]
     assert len(toks) == 2  # and one item tokenizer per seed
+    # a finished run of the same row and seed (a GPU machine's) neither skips the stages nor gets its
+    # tables rewritten
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / "FlexCode-cf_only-seed2020.json").write_text(json.dumps({"benchmark": {}, "test_result": {}}))
+    assert runner.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("stages built and cached") == 2 and "skip (done)" not in printed
+    assert not (out / "ml-tiny" / "benchmark.md").exists()
 
 
 def test_each_row_gets_only_the_settings_its_model_accepts(tiny_data, tmp_path, monkeypatch, capsys):

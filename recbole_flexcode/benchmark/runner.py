@@ -585,7 +585,14 @@ def main(argv=None) -> int:
 
     plan = [(spec, seed) for spec in rows for seed in seeds]
     total = len(plan)
-    todo = sum(1 for spec, seed in plan if load_finished(run_file(args.out, args.dataset, spec.name, seed)) is None)
+    # a stages-only run writes no run file, so a finished run of the same row and seed (another
+    # machine's, a GPU run's) must neither skip its stages nor have its tables rewritten here
+    stages_only = overrides.get("stage") in _STAGES_ONLY
+
+    def done(spec, seed) -> bool:
+        return not stages_only and load_finished(run_file(args.out, args.dataset, spec.name, seed)) is not None
+
+    todo = sum(1 for spec, seed in plan if not done(spec, seed))
     print(f"benchmark {args.dataset}: {len(rows)} rows x {len(seeds)} seeds = {total} runs ({total - todo} done, {todo} to run)",
           flush=True)
     start = time.time()
@@ -596,7 +603,7 @@ def main(argv=None) -> int:
         for i, (spec, seed) in enumerate(plan, start=1):
             path = run_file(args.out, args.dataset, spec.name, seed)
             head = f"[{i}/{total}] {spec.name} seed {seed} ..."
-            if load_finished(path) is not None:
+            if done(spec, seed):
                 print(f"{head} skip (done)", flush=True)
                 continue
             print(f"{head} start (elapsed {_fmt_duration(time.time() - start)})", flush=True)
@@ -632,6 +639,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
         return 130
+    if stages_only:
+        return status
     written = tables.write_tables(args.out, args.dataset, row_order=row_names, command=command)
     for path in written:
         print(f"wrote {path}")
