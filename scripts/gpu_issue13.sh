@@ -21,7 +21,7 @@
 # No --epochs: the short schedule's cosine ends with its tenth epoch; SASRec keeps overall.yaml's 50
 # with early stopping; the session's train_time_budget ends whatever is still running.
 # Build the stage caches on a CPU box first, so GPU time goes to training (CF SASRec ~13 min per
-# seed on one core of the 2-core box; seeds 2020 and 2021 are in cache/Amazon_Beauty/ of the machine
+# seed on one core of the 2-core box; seeds 2020-2022 are in cache/Amazon_Beauty/ of the machine
 # that ran the pilot):
 #   python -m recbole_flexcode.benchmark --dataset=Amazon_Beauty --data_path=../shared/datasets \
 #     --models=FlexCode --seeds=2020,2021,2022 --stage=tokenize
