@@ -12,7 +12,9 @@ plugin). Without it only a plain-weights file loads, as with ``torch.load``'s sa
 ``--decode_check=N`` instead compares trie-constrained beam search (``--beam_sizes``) with exact
 scoring of every item on the first N validation users, per popularity group.
 ``--rescore_sweep=0,0.5,1,2`` instead evaluates a model with an item head under each re-scoring
-weight on validation and tests the best one (and the trained one): the weight acts at inference only.
+weight on validation and tests the best one (and the trained one): the weight acts at inference only;
+``--candidates_sweep=0,20`` does the same for how many of the head's own top items join the beam
+(with ``--rescore_sweep``, every pair).
 ``--token_fit`` instead scores each target's path token by token (teacher-forced NLL, top-1 and
 top-10 hit rate per position, per popularity stratum and split), on validation rows and on the
 first ``--max_rows`` training rows: a tail that is fitted in training but lost in validation is a

@@ -5,7 +5,8 @@
   next to the router's choice (§4.3);
 * :func:`token_fit` / :func:`trie_path_scores` — where along its path a target is lost (§4.4);
 * :func:`export_artifacts` — per-item popularity and split (CSV) and a plot of one against the other;
-* :func:`rescore_sweep` — the item head's re-scoring weight chosen on validation after training.
+* :func:`rescore_sweep` — the item head's re-scoring weight and proposed candidates chosen on
+  validation after training.
 
 The model API used: ``variant``, ``budget``, ``item_counts``, ``tokenizer`` (paths, trie, stats),
 ``generator``, ``forward``, ``split_probs``, ``item_splits``, ``inference_paths``. Popularity strata
@@ -240,7 +241,7 @@ def rescore_sweep(model, evaluate, valid_data, test_data, weights, valid_metric:
     """Choose the item head's inference settings on validation, after training (ours, issue #13).
 
     ``item_head_rescore`` (its weight in each item's score) and ``item_head_candidates`` (how many
-    of its own top items join the beam's, :meth:`~recbole_flexcode.model.item_head.ItemHead.extend`)
+    of its own top items join the beam's, :meth:`~recbole_flexcode.model.item_head.ItemHead.rescore_beam`)
     act at inference only, so one trained model is evaluated under every pair of ``weights`` ×
     ``candidates`` (default: the model's own count) on ``valid_data``; the pair with the best
     ``valid_metric`` (first on ties) is tested, and so is the pair the model was trained with, for

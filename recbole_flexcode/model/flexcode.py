@@ -162,8 +162,8 @@ class FlexCode(SequentialRecommender):
         trie = self.tokenizer.trie(self.item_splits())
         step = lambda prefix: self.generator.next_token_log_probs(memory, pad, prefix)  # noqa: E731  (last position only)
         ids, scores = constrained_beam_search(step, trie, batch, self.beam_size, device=item_seq.device)
-        ids, scores = self.item_head.extend(ids, scores, memory, pad, lambda items: self._path_log_probs(memory, pad, items))
-        return scatter_item_scores(ids, self.item_head.rescore(scores, memory, pad, ids), self.n_items)
+        ids, scores = self.item_head.rescore_beam(ids, scores, memory, pad, lambda items: self._path_log_probs(memory, pad, items))
+        return scatter_item_scores(ids, scores, self.n_items)
 
     def _path_log_probs(self, memory, pad, items: torch.Tensor) -> torch.Tensor:
         """``log p(path of item | history)`` under the inference splits, for items ``[B, M]`` (ids >= 1)."""

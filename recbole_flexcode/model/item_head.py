@@ -9,7 +9,7 @@ weight ``item_head_weight``, and adds ``item_head_rescore · log softmax_i(u·e_
 every item the decoder returns — the beam's candidates under constrained decoding, every item
 under exact scoring — so it re-ranks what the trie allows. With ``item_head_candidates: K > 0``
 the head also *proposes*: its own top ``K`` items join the beam's candidates, each scored by its
-exact path log-probability plus the head's term (:meth:`ItemHead.extend`), so an item the beam
+exact path log-probability plus the head's term (:meth:`ItemHead.rescore_beam`), so an item the beam
 missed can still be ranked; at ``K = 0`` it never adds an item to the beam.
 An item never seen as a training target is only pushed down, like every negative, through the
 softmax's normaliser; within the beam its rank still comes mostly from its code path. Whether that
@@ -31,10 +31,10 @@ class NoItemHead(nn.Module):
     def add_loss(self, loss, memory, pad, target):
         return loss
 
-    def rescore(self, scores, memory, pad, items=None):
+    def rescore(self, scores, memory, pad, items=None, lp=None):
         return scores
 
-    def extend(self, ids, scores, memory, pad, path_log_probs):
+    def rescore_beam(self, ids, scores, memory, pad, path_log_probs):
         return ids, scores
 
 
@@ -60,29 +60,31 @@ class ItemHead(NoItemHead):
     def add_loss(self, loss, memory, pad, target):
         return loss + self.weight * F.nll_loss(self.log_probs(memory, pad), target)
 
-    def rescore(self, scores, memory, pad, items=None):
-        """``scores [B, M]`` of ``items [B, M]`` (or of every item, ``[B, N]``) plus the head's log-probabilities."""
-        lp = self.log_probs(memory, pad)
+    def rescore(self, scores, memory, pad, items=None, lp=None):
+        """``scores [B, M]`` of ``items [B, M]`` (or of every item, ``[B, N]``) plus the head's log-probabilities
+        (``lp``: :meth:`log_probs`, when the caller has it already)."""
+        lp = self.log_probs(memory, pad) if lp is None else lp
         extra = lp if items is None else lp.gather(1, items.clamp_min(0))
         return scores + self.rescore_weight * extra.masked_fill(~torch.isfinite(scores), 0.0)
 
-
     @torch.no_grad()
-    def extend(self, ids, scores, memory, pad, path_log_probs):
-        """The beam's ``ids, scores [B, M]`` (scores before :meth:`rescore`) with the head's top
-        ``n_candidates`` items appended, ``[B, M + K]``.
+    def rescore_beam(self, ids, scores, memory, pad, path_log_probs):
+        """The beam's ``ids, scores [B, M]`` with the head's top ``n_candidates`` items appended,
+        ``[B, M + K]``, every score re-scored (:meth:`rescore`); the head's log-probabilities are
+        computed once for both.
 
         ``path_log_probs(items [B, K]) -> [B, K]`` is the generator's exact log-probability of each
         item's path, the score the beam would have given it, so beam and proposed items are ranked on
         one scale. A proposed item already in the beam is appended as id ``-1`` (ignored downstream).
         """
+        lp = self.log_probs(memory, pad)
         k = min(self.n_candidates, self.items.num_embeddings - 1)
-        if k <= 0:
-            return ids, scores
-        proposed = self.log_probs(memory, pad).topk(k, dim=1).indices  # never the padding item: its logit is -inf
-        seen = (proposed.unsqueeze(-1) == ids.unsqueeze(1)).any(-1)
-        extra = path_log_probs(proposed).to(scores.dtype).masked_fill(seen, float("-inf"))
-        return torch.cat([ids, proposed.masked_fill(seen, -1)], 1), torch.cat([scores, extra], 1)
+        if k > 0:
+            proposed = lp.topk(k, dim=1).indices  # never the padding item: its logit is -inf
+            seen = (proposed.unsqueeze(-1) == ids.unsqueeze(1)).any(-1)
+            extra = path_log_probs(proposed).to(scores.dtype).masked_fill(seen, float("-inf"))
+            ids, scores = torch.cat([ids, proposed.masked_fill(seen, -1)], 1), torch.cat([scores, extra], 1)
+        return ids, self.rescore(scores, memory, pad, ids, lp)
 
 
 def build_item_head(config, n_items: int, hidden_size: int) -> NoItemHead:
