@@ -14,7 +14,8 @@ scoring of every item on the first N validation users, per popularity group.
 ``--rescore_sweep=0,0.5,1,2`` instead evaluates a model with an item head under each re-scoring
 weight on validation and tests the best one (and the trained one): the weight acts at inference only;
 ``--candidates_sweep=0,20`` does the same for how many of the head's own top items join the beam
-(with ``--rescore_sweep``, every pair).
+(with ``--rescore_sweep``, every pair), and ``--prior_sweep=0,0.5,1`` for ``item_head_prior`` (the
+popularity prior divided out of the head's term; every combination with the other two).
 ``--token_fit`` instead scores each target's path token by token (teacher-forced NLL, top-1 and
 top-10 hit rate per position, per popularity stratum and split), on validation rows and on the
 first ``--max_rows`` training rows: a tail that is fitted in training but lost in validation is a
@@ -243,6 +244,9 @@ def main(argv=None) -> int:
     p.add_argument("--candidates_sweep", default=None, metavar="K1,K2,...",
                    help="with --rescore_sweep (or alone, at the trained weight): also choose item_head_candidates "
                    "among these, every pair evaluated on validation")
+    p.add_argument("--prior_sweep", default=None, metavar="B1,B2,...",
+                   help="with the sweeps above (or alone): also choose item_head_prior (the popularity prior divided "
+                   "out of the head's term) among these, every combination evaluated on validation")
     p.add_argument("--max_rows", type=int, default=50000,
                    help="training rows scored by --token_fit (default 50000; validation is always whole)")
     p.add_argument("--threads", type=int, default=None,
@@ -293,9 +297,9 @@ def main(argv=None) -> int:
     if not _is_flexcode(model):
         print(f"error: {config['model']} has no split diagnostic (FlexCode only)", file=sys.stderr)
         return 2
-    if args.rescore_sweep is not None or args.candidates_sweep is not None:
-        return _rescore_sweep(args.rescore_sweep, args.candidates_sweep, config, model, train_data, valid_data,
-                              test_data, command, args.out)
+    if args.rescore_sweep is not None or args.candidates_sweep is not None or args.prior_sweep is not None:
+        return _rescore_sweep(args.rescore_sweep, args.candidates_sweep, args.prior_sweep, config, model, train_data,
+                              valid_data, test_data, command, args.out)
     if args.decode_check > 0:
         try:
             widths = [int(w) for w in args.beam_sizes.split(",") if w.strip()]
@@ -318,7 +322,7 @@ def main(argv=None) -> int:
     return _write(args.out, diag)
 
 
-def _rescore_sweep(weights_arg, candidates_arg, config, model, train_data, valid_data, test_data, command, out) -> int:
+def _rescore_sweep(weights_arg, candidates_arg, priors_arg, config, model, train_data, valid_data, test_data, command, out) -> int:
     from recbole.utils import get_trainer
 
     from recbole_flexcode.analysis.flexcode import rescore_sweep
@@ -335,6 +339,10 @@ def _rescore_sweep(weights_arg, candidates_arg, config, model, train_data, valid
     if candidates is not None and (not candidates or min(candidates) < 0):
         print(f"error: --candidates_sweep must be comma-separated integers >= 0, got '{candidates_arg}'", file=sys.stderr)
         return 2
+    priors = _numbers(priors_arg, float) if priors_arg is not None else None
+    if priors is not None and (not priors or min(priors) < 0):
+        print(f"error: --prior_sweep must be comma-separated numbers >= 0, got '{priors_arg}'", file=sys.stderr)
+        return 2
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
     def evaluate(data):
@@ -344,15 +352,17 @@ def _rescore_sweep(weights_arg, candidates_arg, config, model, train_data, valid
         return popularity_group_metrics(model, data, train_data._dataset, model.device)
 
     sweep = rescore_sweep(model, evaluate, valid_data, test_data, weights, str(config["valid_metric"]).lower(),
-                          candidates, by_group)
+                          candidates, by_group, priors)
     metric = sweep["valid_metric"]
-    body = [[f"{r['rescore_weight']:g}", str(r["candidates"]), f"{r['valid'][metric]:.4f}"] for r in sweep["weights"]]
-    print(markdown_table(["item_head_rescore", "item_head_candidates", f"valid {metric}"], body))
-    for name, key in (("chosen on validation", "test_at_chosen"), ("as trained", "test_at_trained")):
-        at = sweep[key]
-        setting = ((sweep["chosen_weight"], sweep["chosen_candidates"]) if key == "test_at_chosen"
-                   else (sweep["trained_weight"], sweep["trained_candidates"]))
-        print(f"{name} (rescore {setting[0]:g}, candidates {setting[1]}): test {metric} {at[metric]:.4f}, "
+    body = [[f"{r['rescore_weight']:g}", str(r["candidates"]), f"{r['prior']:g}", f"{r['valid'][metric]:.4f}",
+             f"{r['valid_groups']['head']['ndcg@10']:.4f}", f"{r['valid_groups']['tail']['ndcg@10']:.4f}"]
+            for r in sweep["weights"]]
+    print(markdown_table(["item_head_rescore", "item_head_candidates", "item_head_prior", f"valid {metric}",
+                          "valid head N@10", "valid tail N@10"], body))
+    for name, at_key in (("chosen on validation", "chosen"), ("as trained", "trained")):
+        at = sweep[f"test_at_{at_key}"]
+        setting = [sweep[f"{at_key}_{k}"] for k in ("weight", "candidates", "prior")]
+        print(f"{name} (rescore {setting[0]:g}, candidates {setting[1]}, prior {setting[2]:g}): test {metric} {at[metric]:.4f}, "
               f"head {at['groups']['head']['ndcg@10']:.4f}, tail {at['groups']['tail']['ndcg@10']:.4f}")
     diag = {"command": command, "dataset": config["dataset"], "seed": config["seed"], "rescore_sweep": sweep}
     return _write(out, diag)

@@ -187,5 +187,96 @@ def test_sweep_chooses_rescore_weight_and_candidates_together(built):
     assert (out["chosen_weight"], out["chosen_candidates"]) == (best["rescore_weight"], best["candidates"])
     assert seen[4] == ("test", out["chosen_weight"], out["chosen_candidates"])
     assert out["test_at_chosen"]["groups"] == {"n": 1}
+    assert all(r["valid_groups"] == {"n": 1} for r in out["weights"])  # every setting, on validation
     assert (m.item_head.rescore_weight, m.item_head.n_candidates) == (1.0, 0)  # restored
     assert (out["trained_weight"], out["trained_candidates"]) == (1.0, 0)
+
+
+def test_prior_correction_divides_the_training_popularity_out_and_proposes_by_it(built):
+    """``item_head_prior: β``: every ranked item's score drops by exactly ``β · log p_train(i)``
+    (add-one smoothed training frequency), so rare items rise against popular ones, and the head's
+    proposals are its top items under that corrected term."""
+    models, (train, _, test) = built
+    m = copy.deepcopy(models[1.0])
+    head = m.item_head
+    counts = torch.as_tensor(m.item_counts, dtype=torch.float32)
+    expected = torch.log((counts[1:] + 1) / (counts[1:] + 1).sum())
+    assert torch.allclose(head.log_prior[1:], expected)
+    assert head.prior_weight == 0.0 and "log_prior" not in m.state_dict()  # rebuilt from the data, not saved
+    torch.manual_seed(2)
+    with torch.no_grad():
+        head.items.weight.normal_(0, 1.0)
+    batch = next(iter(test))[0][torch.arange(5)]
+    m.eval()
+    m.decode_mode = "exact"  # every item ranked: the shift is visible on all of them
+    with torch.no_grad():
+        plain = m.full_sort_predict(batch)
+        head.prior_weight = 0.5
+        corrected = m.full_sort_predict(batch)
+    shift = corrected[:, 1:] - plain[:, 1:]
+    assert torch.allclose(shift, (-0.5 * expected).expand_as(shift), atol=1e-4)
+    rare, popular = int(counts[1:].argmin()) + 1, int(counts[1:].argmax()) + 1
+    assert counts[rare] < counts[popular]
+    gain = (corrected[:, rare] - corrected[:, popular]) - (plain[:, rare] - plain[:, popular])
+    assert (gain > 0).all()
+    with torch.no_grad():  # proposals follow the corrected term, which differs from the plain head's top items
+        memory, pad = m.forward(batch[m.ITEM_SEQ], batch[m.ITEM_SEQ_LEN])
+        lp = head.log_probs(memory, pad)
+        head.prior_weight, head.n_candidates = 5.0, 10
+        ids, _ = head.rescore_beam(torch.full((5, 1), -1), torch.full((5, 1), float("-inf")), memory, pad,
+                                   lambda items: torch.zeros(items.shape))
+    want = (lp - 5.0 * head.log_prior).topk(10, dim=1).indices
+    assert torch.equal(ids[:, 1:], want)
+    assert not torch.equal(want, lp.topk(10, dim=1).indices)
+
+
+def test_prior_needs_the_item_head(tiny_data, tmp_path):
+    from recbole_flexcode.config import ConfigError, FlexConfig
+    from recbole_flexcode.model.item_head import build_item_head
+
+    config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), item_head_prior=0.5, **TINY))
+    with pytest.raises(ConfigError, match="item_head_prior needs the item head"):
+        build_item_head(config, 10, 8)
+
+
+def test_mean_last_user_reads_the_latest_history_position(tiny_data, tmp_path):
+    """``item_head_user: mean_last``: the head's user vector sees the mean of the encoded history and,
+    separately, the latest real position's state, so two histories with one mean but different
+    latest items get different item scores; padding never enters. FlexCode trains and ranks with it."""
+    from recbole_flexcode.config import ConfigError
+    from recbole_flexcode.model.item_head import mean_last_pool
+
+    memory = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    pad = torch.tensor([[False, False, True, True], [False, False, False, False]])
+    pooled = mean_last_pool(memory, pad)
+    assert torch.equal(pooled[0], torch.cat([memory[0, :2].mean(0), memory[0, 1]]))
+    assert torch.equal(pooled[1], torch.cat([memory[1].mean(0), memory[1, 3]]))
+    swapped = memory.clone()
+    swapped[0, [0, 1]] = memory[0, [1, 0]]  # same mean, another latest state
+    head = ItemHead(6, 3, 1.0, 1.0, user_pool="mean_last")
+    with torch.no_grad():
+        head.items.weight.normal_()
+        assert not torch.allclose(head.log_probs(memory, pad)[0], head.log_probs(swapped, pad)[0])
+        garbage = memory.clone()
+        garbage[0, 2:] = 1e3  # padded positions
+        assert torch.allclose(head.log_probs(memory, pad), head.log_probs(garbage, pad))
+    with pytest.raises(ConfigError, match="item_head_user: unknown value 'last'"):
+        ItemHead(6, 3, 1.0, 1.0, user_pool="last")
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_flexcode.config import FlexConfig
+    from recbole_flexcode.model.flexcode import FlexCode
+    from recbole_flexcode.pipeline import prepare
+
+    config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(
+        tiny_data, cache_dir=str(tmp_path), item_head_weight=1.0, item_head_user="mean_last", **TINY))
+    train, _, test = data_preparation(config, create_dataset(config))
+    prepare(config, train._dataset)
+    model = FlexCode(config, train._dataset)
+    assert model.item_head.user.in_features == 2 * model.generator.hidden_size
+    model.calculate_loss(next(iter(train))).backward()
+    assert model.item_head.items.weight.grad.abs().sum() > 0  # e_i start at zero: the user side moves from step 2
+    model.eval()
+    with torch.no_grad():
+        scores = model.full_sort_predict(next(iter(test))[0])
+    assert torch.isfinite(scores).sum(1).ge(model.beam_size).all()

@@ -5,7 +5,7 @@
   next to the router's choice (§4.3);
 * :func:`token_fit` / :func:`trie_path_scores` — where along its path a target is lost (§4.4);
 * :func:`export_artifacts` — per-item popularity and split (CSV) and a plot of one against the other;
-* :func:`rescore_sweep` — the item head's re-scoring weight and proposed candidates chosen on
+* :func:`rescore_sweep` — the item head's re-scoring weight, proposed candidates and prior chosen on
   validation after training.
 
 The model API used: ``variant``, ``budget``, ``item_counts``, ``tokenizer`` (paths, trie, stats),
@@ -237,42 +237,51 @@ def export_artifacts(model, directory: str) -> list[str]:
 
 @torch.no_grad()
 def rescore_sweep(model, evaluate, valid_data, test_data, weights, valid_metric: str = "ndcg@10",
-                  candidates=None, by_group=None) -> dict:
+                  candidates=None, by_group=None, priors=None) -> dict:
     """Choose the item head's inference settings on validation, after training (ours, issue #13).
 
-    ``item_head_rescore`` (its weight in each item's score) and ``item_head_candidates`` (how many
+    ``item_head_rescore`` (its weight in each item's score), ``item_head_candidates`` (how many
     of its own top items join the beam's, :meth:`~recbole_flexcode.model.item_head.ItemHead.rescore_beam`)
-    act at inference only, so one trained model is evaluated under every pair of ``weights`` ×
-    ``candidates`` (default: the model's own count) on ``valid_data``; the pair with the best
-    ``valid_metric`` (first on ties) is tested, and so is the pair the model was trained with, for
+    and ``item_head_prior`` (the popularity prior divided out) act at inference only, so one trained
+    model is evaluated under every combination of ``weights`` × ``candidates`` × ``priors`` (the
+    last two default to the model's own) on ``valid_data``; the combination with the best
+    ``valid_metric`` (first on ties) is tested, and so is the one the model was trained with, for
     comparison. ``evaluate(data) -> {metric: value}`` is the trainer's full evaluation;
-    ``by_group(data)``, when given, adds each tested pair's head/tail metrics
-    (:func:`recbole_flexcode.evaluation.popularity_group_metrics`). The model's settings are restored.
+    ``by_group(data)``, when given, adds every setting's head/tail metrics on validation and each
+    tested setting's on test (:func:`recbole_flexcode.evaluation.popularity_group_metrics`). The model's settings are restored.
     """
     head = model.item_head
     if not hasattr(head, "rescore_weight"):
         raise ValueError("the model has no item head (item_head_weight: 0)")
-    trained = (float(head.rescore_weight), int(head.n_candidates))
+
+    def apply(setting):
+        head.rescore_weight, head.n_candidates, head.prior_weight = setting
+
+    trained = (float(head.rescore_weight), int(head.n_candidates), float(head.prior_weight))
     candidates = [trained[1]] if candidates is None else [int(k) for k in candidates]
+    priors = [trained[2]] if priors is None else [float(b) for b in priors]
+    settings = [(float(w), k, b) for w in weights for k in candidates for b in priors]
     rows = []
     try:
-        for w in weights:
-            for k in candidates:
-                head.rescore_weight, head.n_candidates = float(w), k
-                rows.append({"rescore_weight": float(w), "candidates": k,
-                             "valid": {m: float(v) for m, v in evaluate(valid_data).items()}})
-                logger.info(f"sweep {len(rows)}/{len(weights) * len(candidates)}: rescore {w:g}, "
-                            f"candidates {k}: valid {valid_metric} {rows[-1]['valid'][valid_metric]:.4f}")
+        for setting in settings:
+            apply(setting)
+            rows.append({"rescore_weight": setting[0], "candidates": setting[1], "prior": setting[2],
+                         "valid": {m: float(v) for m, v in evaluate(valid_data).items()}})
+            if by_group is not None:  # what each setting trades between head and tail, still on validation
+                rows[-1]["valid_groups"] = by_group(valid_data)
+            logger.info(f"sweep {len(rows)}/{len(settings)}: rescore {setting[0]:g}, candidates {setting[1]}, "
+                        f"prior {setting[2]:g}: valid {valid_metric} {rows[-1]['valid'][valid_metric]:.4f}")
         best = max(rows, key=lambda r: r["valid"][valid_metric])  # max keeps the first of equal values
-        chosen = (best["rescore_weight"], best["candidates"])
+        chosen = (best["rescore_weight"], best["candidates"], best["prior"])
         test = {}
         for setting in dict.fromkeys((chosen, trained)):
-            head.rescore_weight, head.n_candidates = setting
+            apply(setting)
             test[setting] = {m: float(v) for m, v in evaluate(test_data).items()}
             if by_group is not None:
                 test[setting]["groups"] = by_group(test_data)
     finally:
-        head.rescore_weight, head.n_candidates = trained
+        apply(trained)
     return {"valid_metric": valid_metric, "trained_weight": trained[0], "trained_candidates": trained[1],
-            "weights": rows, "chosen_weight": chosen[0], "chosen_candidates": chosen[1],
+            "trained_prior": trained[2], "weights": rows, "chosen_weight": chosen[0],
+            "chosen_candidates": chosen[1], "chosen_prior": chosen[2],
             "test_at_chosen": test[chosen], "test_at_trained": test[trained]}

@@ -113,6 +113,8 @@ FLEXCODE_SETTING_ROWS = {
                              "history_encoding": "tokens"},
     # the fixed split the other way round: 1 CF + 2 semantic tokens (the variant fix gives the odd token to CF)
     "fix_cf1": {"variant": "fix", "fixed_cf_tokens": 1},
+    # the item head's user vector: the history's mean beside its latest state (SASRec scores from the latter)
+    "fix_user_last": {"variant": "fix", "item_head_user": "mean_last"},
     # one group of training settings set to the named value, whatever the run's other flags (the CPU
     # pilot gives every row ml-100k's short schedule and takes one change back per row)
     "epochs20": {"variant": "full", "epochs": 20},
@@ -134,7 +136,8 @@ FLEXCODE_SETTING_ROWS = {
     # section (Amazon_Beauty's, ml-100k's): the configuration of the first H100 runs
     "model_defaults": {"variant": "full", **_model_defaults(
         "n_encoder_layers", "n_decoder_layers", "dropout_prob", "bf16", "train_batch_size", "learning_rate",
-        "lr_warmup_steps", "lr_schedule", "epochs", "item_head_weight", "item_head_candidates")},
+        "lr_warmup_steps", "lr_schedule", "epochs", "item_head_weight", "item_head_candidates", "item_head_prior",
+        "item_head_user")},
     "no_item_head": {"variant": "full", "item_head_weight": 0.0},
 }
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")

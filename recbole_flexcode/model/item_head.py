@@ -3,14 +3,23 @@
 Ours, not in FlexCode (issue #13; results/cpu/Amazon_Beauty/analysis/token_fit.md): the generator
 scores an item only through its shared code tokens, so a rare item whose codes are dominated by
 popular neighbours cannot get a score of its own, even on training rows. :class:`ItemHead` gives
-every item a free vector ``e_i`` (zero at the start) and the user a vector ``u`` (the mean of the
-encoded history, projected); it trains ``CE(softmax_i(u·e_i), target)`` beside ``L_ARG`` with
+every item a free vector ``e_i`` (zero at the start) and the user a vector ``u`` (the encoded history
+pooled by ``item_head_user`` and projected: ``mean`` of its positions, or ``mean_last``, that mean
+beside the latest position's state, the one SASRec scores from); it trains ``CE(softmax_i(u·e_i), target)`` beside ``L_ARG`` with
 weight ``item_head_weight``, and adds ``item_head_rescore · log softmax_i(u·e_i)`` to the score of
 every item the decoder returns — the beam's candidates under constrained decoding, every item
 under exact scoring — so it re-ranks what the trie allows. With ``item_head_candidates: K > 0``
 the head also *proposes*: its own top ``K`` items join the beam's candidates, each scored by its
 exact path log-probability plus the head's term (:meth:`ItemHead.rescore_beam`), so an item the beam
 missed can still be ranked; at ``K = 0`` it never adds an item to the beam.
+
+Both the generator and the head are trained towards ``p(i | history)``, so each carries the item's
+prior ``p(i)``: their product counts popularity twice. ``item_head_prior: β`` subtracts
+``β · log p_train(i)`` (add-one smoothed training frequency) from the head's term, so ``β = 1``
+turns the product of the two posteriors back into one posterior times one likelihood ratio
+(a product of experts with the shared prior divided out once). The head proposes by that corrected
+term too, so at ``β > 0`` its candidates reach further into the tail. Inference only; ``β = 0``
+is the uncorrected sum.
 An item never seen as a training target is only pushed down, like every negative, through the
 softmax's normaliser; within the beam its rank still comes mostly from its code path. Whether that
 helps the tail more than it hurts cold items is what the Beauty ablation has to show.
@@ -23,6 +32,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from recbole_flexcode.config import ConfigError
 
 
 class NoItemHead(nn.Module):
@@ -38,21 +49,46 @@ class NoItemHead(nn.Module):
         return ids, scores
 
 
+def mean_pool(memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """``[B, d]``: the mean of the encoder states over the history's real positions."""
+    keep = (~pad).unsqueeze(-1).to(memory.dtype)
+    return (memory * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+
+
+def mean_last_pool(memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """``[B, 2d]``: :func:`mean_pool` beside the state of the latest real position (histories are
+    left-aligned, so it is the last one not padded; with token histories, the latest item's last token)."""
+    last = (~pad).sum(1).clamp_min(1) - 1
+    return torch.cat([mean_pool(memory, pad), memory[torch.arange(memory.shape[0], device=memory.device), last]], -1)
+
+
+USER_POOLS = {"mean": (mean_pool, 1), "mean_last": (mean_last_pool, 2)}  # name -> (pool, width in hidden sizes)
+
+
 class ItemHead(NoItemHead):
     """Free item embeddings re-scoring generated items (see module docstring)."""
 
-    def __init__(self, n_items: int, hidden_size: int, weight: float, rescore_weight: float, n_candidates: int = 0):
+    def __init__(self, n_items: int, hidden_size: int, weight: float, rescore_weight: float, n_candidates: int = 0,
+                 item_counts=None, prior_weight: float = 0.0, user_pool: str = "mean"):
         super().__init__()
-        self.user = nn.Linear(hidden_size, hidden_size)
+        if user_pool not in USER_POOLS:
+            raise ConfigError(f"item_head_user: unknown value '{user_pool}' (choose from {', '.join(USER_POOLS)})")
+        self.pool, width = USER_POOLS[user_pool]
+        self.user = nn.Linear(width * hidden_size, hidden_size)
         self.items = nn.Embedding(n_items, hidden_size, padding_idx=0)
         nn.init.zeros_(self.items.weight)  # start from the generator's own ranking
         self.weight, self.rescore_weight = float(weight), float(rescore_weight)
         self.n_candidates = int(n_candidates)  # inference only: a trained model can be evaluated under several
+        self.prior_weight = float(prior_weight)  # inference only, like n_candidates
+        counts = torch.zeros(n_items) if item_counts is None else torch.as_tensor(item_counts, dtype=torch.float32)
+        log_prior = torch.log((counts + 1.0) / (counts[1:] + 1.0).sum())
+        log_prior[0] = 0.0
+        # rebuilt from the training split at every construction, so not in the checkpoint (older ones load)
+        self.register_buffer("log_prior", log_prior, persistent=False)
 
     def log_probs(self, memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """``log softmax_i(u·e_i)`` over all items ``[B, N]`` (padding item excluded)."""
-        keep = (~pad).unsqueeze(-1).to(memory.dtype)
-        u = self.user((memory * keep).sum(1) / keep.sum(1).clamp_min(1.0))
+        u = self.user(self.pool(memory, pad))
         logits = u @ self.items.weight.t()
         logits[:, 0] = float("-inf")
         return F.log_softmax(logits, dim=-1)
@@ -60,12 +96,19 @@ class ItemHead(NoItemHead):
     def add_loss(self, loss, memory, pad, target):
         return loss + self.weight * F.nll_loss(self.log_probs(memory, pad), target)
 
+    def term(self, lp: torch.Tensor) -> torch.Tensor:
+        """The head's addition to every item's score, ``[B, N]``: ``w · log softmax_i(u·e_i) − β · log p_train(i)``
+        from :meth:`log_probs` ``lp``."""
+        if self.prior_weight == 0:
+            return self.rescore_weight * lp
+        return self.rescore_weight * lp - self.prior_weight * self.log_prior.to(lp.dtype)
+
     def rescore(self, scores, memory, pad, items=None, lp=None):
-        """``scores [B, M]`` of ``items [B, M]`` (or of every item, ``[B, N]``) plus the head's log-probabilities
+        """``scores [B, M]`` of ``items [B, M]`` (or of every item, ``[B, N]``) plus the head's :meth:`term`
         (``lp``: :meth:`log_probs`, when the caller has it already)."""
-        lp = self.log_probs(memory, pad) if lp is None else lp
-        extra = lp if items is None else lp.gather(1, items.clamp_min(0))
-        return scores + self.rescore_weight * extra.masked_fill(~torch.isfinite(scores), 0.0)
+        extra = self.term(self.log_probs(memory, pad) if lp is None else lp)
+        extra = extra if items is None else extra.gather(1, items.clamp_min(0))
+        return scores + extra.masked_fill(~torch.isfinite(scores), 0.0)
 
     @torch.no_grad()
     def rescore_beam(self, ids, scores, memory, pad, path_log_probs):
@@ -80,16 +123,20 @@ class ItemHead(NoItemHead):
         lp = self.log_probs(memory, pad)
         k = min(self.n_candidates, self.items.num_embeddings - 1)
         if k > 0:
-            proposed = lp.topk(k, dim=1).indices  # never the padding item: its logit is -inf
+            proposed = self.term(lp).topk(k, dim=1).indices  # never the padding item: its logit is -inf
             seen = (proposed.unsqueeze(-1) == ids.unsqueeze(1)).any(-1)
             extra = path_log_probs(proposed).to(scores.dtype).masked_fill(seen, float("-inf"))
             ids, scores = torch.cat([ids, proposed.masked_fill(seen, -1)], 1), torch.cat([scores, extra], 1)
         return ids, self.rescore(scores, memory, pad, ids, lp)
 
 
-def build_item_head(config, n_items: int, hidden_size: int) -> NoItemHead:
+def build_item_head(config, n_items: int, hidden_size: int, item_counts=None) -> NoItemHead:
+    """The head of ``config`` (``item_counts``: training interactions per item id, for ``item_head_prior``)."""
     weight = float(config["item_head_weight"])
     if weight == 0:
+        if float(config["item_head_prior"] or 0) > 0:
+            raise ConfigError("item_head_prior needs the item head (item_head_weight > 0)")
         return NoItemHead()
     return ItemHead(n_items, hidden_size, weight, float(config["item_head_rescore"]),
-                    int(config["item_head_candidates"]))
+                    int(config["item_head_candidates"]), item_counts, float(config["item_head_prior"] or 0),
+                    config["item_head_user"] or "mean")
