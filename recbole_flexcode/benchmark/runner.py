@@ -115,6 +115,9 @@ FLEXCODE_SETTING_ROWS = {
     "fix_cf1": {"variant": "fix", "fixed_cf_tokens": 1},
     # the item head's user vector: the history's mean beside its latest state (SASRec scores from the latter)
     "fix_user_last": {"variant": "fix", "item_head_user": "mean_last"},
+    # semantic IDs alone with the item head (the semantic_only row takes the dataset's head setting; this
+    # one names it, beside the earlier head-less runs of that row)
+    "semantic_only_head": {"variant": "semantic_only", "item_head_weight": 1.0},
     # one group of training settings set to the named value, whatever the run's other flags (the CPU
     # pilot gives every row ml-100k's short schedule and takes one change back per row)
     "epochs20": {"variant": "full", "epochs": 20},
