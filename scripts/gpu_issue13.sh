@@ -9,10 +9,12 @@
 #   SASRec                    RecBole's baseline, same protocol
 #   FlexCode-model_defaults   the first H100 runs' configuration (2 + 2 layers, dropout 0.2, constant lr 0.001)
 #   FlexCode-no_item_head     the short schedule alone
-#   FlexCode                  the Beauty settings (short schedule + item head proposing 20 candidates)
+#   FlexCode                  the Beauty settings (short schedule + item head reading the latest
+#                             history state beside the mean, proposing 20 candidates)
 #   FlexCode-fix              the same with the fixed split (2 CF + 1 semantic token) instead of the router:
-#                             the best row of the CPU pilot (the history item embedding, which now
-#                             overfits there, gave it its place)
+#                             the best row of the CPU pilot (with the head's
+#                             mean_last user vector; the history item embedding, which overfits
+#                             there, gave it its place)
 #   FlexCode-semantic_only    the Beauty settings on semantic IDs only
 #   FlexCode-tiger            T5 4+4 at the public recipes' size over token histories, semantic IDs only,
 #                             no item head (the TIGER-style row; target 0.0384)
