@@ -12,12 +12,8 @@
 set -u
 data=${1:-../shared/datasets}
 out=${2:-results/cpu_fast}
-logs=$out/Amazon_Beauty/logs
-mkdir -p "$logs" "$out/Amazon_Beauty/analysis"
-bench() { python -m recbole_flexcode.benchmark --dataset=Amazon_Beauty "--data_path=$data" "--out=$out" \
-            --show_progress=False --threads=1 "$@"; }
-flex() { bench --item_head_candidates=0 "$@"; }
-checkpoint() { python -c "import json,sys; print(json.load(open(sys.argv[1]))['checkpoint'])" "$out/Amazon_Beauty/runs/$1.json"; }
+. "$(dirname "$0")/cpu_beauty_common.sh"
+flex() { bench --item_head_candidates=0 --item_head_user=mean "$@"; }  # the section's later settings taken back
 sweep() {  # ROW [diagnose flags]: choose the head's candidates (and weight) on validation, test them
   local row=$1; shift
   python -m recbole_flexcode.diagnose "$(checkpoint "$row")" --trust --candidates_sweep=0,20 "$@" \

@@ -12,12 +12,8 @@
 set -u
 data=${1:-../shared/datasets}
 out=${2:-results/cpu_fast}
-logs=$out/Amazon_Beauty/logs
-mkdir -p "$logs" "$out/Amazon_Beauty/analysis"
-bench() { python -m recbole_flexcode.benchmark --dataset=Amazon_Beauty "--data_path=$data" "--out=$out" \
-            --show_progress=False --threads=1 "$@"; }
+. "$(dirname "$0")/cpu_beauty_common.sh"
 flex() { bench --item_head_candidates=0 --item_head_user=mean "$@"; }
-checkpoint() { python -c "import json,sys; print(json.load(open(sys.argv[1]))['checkpoint'])" "$out/Amazon_Beauty/runs/$1.json"; }
 sweep() {  # ROW NAME [diagnose flags]: inference settings chosen on validation, tested; JSON and log named NAME
   local row=$1 name=$2; shift 2
   python -m recbole_flexcode.diagnose "$(checkpoint "$row")" --trust "$@" \

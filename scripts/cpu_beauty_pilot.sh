@@ -23,9 +23,11 @@ data=${1:-../shared/datasets}
 out=${2:-results/cpu_fast}
 common=(--dataset=Amazon_Beauty "--data_path=$data" "--out=$out" --show_progress=False --threads=1)
 short=(--n_encoder_layers=1 --n_decoder_layers=1 --dropout_prob=0.0 --bf16=True --train_batch_size=128
-       --learning_rate=0.003 --lr_warmup_steps=600 --lr_schedule=cosine --epochs=10 --item_head_weight=0.0)
-# (Amazon_Beauty's FlexCode section now holds the same schedule and the item head, which it chose; the
-# flags keep the rows what they were when they ran: a row's own settings, like the item head's, win.)
+       --learning_rate=0.003 --lr_warmup_steps=600 --lr_schedule=cosine --epochs=10 --item_head_weight=0.0
+       --item_head_candidates=0 --item_head_user=mean)
+# (Amazon_Beauty's FlexCode section now holds the same schedule and the item head, which it chose, and
+# the head's later settings; the flags keep the rows what they were when they ran: a row's own
+# settings, like the item head's, win.)
 logs=$out/Amazon_Beauty/logs
 mkdir -p "$logs"
 bench() { python -m recbole_flexcode.benchmark "${common[@]}" "$@"; }

@@ -243,7 +243,7 @@ def test_mean_last_user_reads_the_latest_history_position(tiny_data, tmp_path):
     """``item_head_user: mean_last``: the head's user vector sees the mean of the encoded history and,
     separately, the latest real position's state, so two histories with one mean but different
     latest items get different item scores; padding never enters. FlexCode trains and ranks with it."""
-    from recbole_flexcode.config import ConfigError
+    from recbole_flexcode.config import ConfigError, FlexConfig
     from recbole_flexcode.model.item_head import mean_last_pool
 
     memory = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
@@ -260,11 +260,10 @@ def test_mean_last_user_reads_the_latest_history_position(tiny_data, tmp_path):
         garbage = memory.clone()
         garbage[0, 2:] = 1e3  # padded positions
         assert torch.allclose(head.log_probs(memory, pad), head.log_probs(garbage, pad))
-    with pytest.raises(ConfigError, match="item_head_user: unknown value 'last'"):
-        ItemHead(6, 3, 1.0, 1.0, user_pool="last")
+    with pytest.raises(ConfigError, match="item_head_user.*must be one of mean \\| mean_last, got 'last'"):
+        FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), item_head_user="last"))
     from recbole.data import create_dataset, data_preparation
 
-    from recbole_flexcode.config import FlexConfig
     from recbole_flexcode.model.flexcode import FlexCode
     from recbole_flexcode.pipeline import prepare
 

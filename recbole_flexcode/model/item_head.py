@@ -13,6 +13,10 @@ the head also *proposes*: its own top ``K`` items join the beam's candidates, ea
 exact path log-probability plus the head's term (:meth:`ItemHead.rescore_beam`), so an item the beam
 missed can still be ranked; at ``K = 0`` it never adds an item to the beam.
 
+An item never seen as a training target is only pushed down, like every negative, through the
+softmax's normaliser; within the beam its rank still comes mostly from its code path. Whether that
+helps the tail more than it hurts cold items is what the Beauty ablation has to show.
+
 Both the generator and the head are trained towards ``p(i | history)``, so each carries the item's
 prior ``p(i)``: their product counts popularity twice. ``item_head_prior: β`` subtracts
 ``β · log p_train(i)`` (add-one smoothed training frequency) from the head's term, so ``β = 1``
@@ -20,9 +24,6 @@ turns the product of the two posteriors back into one posterior times one likeli
 (a product of experts with the shared prior divided out once). The head proposes by that corrected
 term too, so at ``β > 0`` its candidates reach further into the tail. Inference only; ``β = 0``
 is the uncorrected sum.
-An item never seen as a training target is only pushed down, like every negative, through the
-softmax's normaliser; within the beam its rank still comes mostly from its code path. Whether that
-helps the tail more than it hurts cold items is what the Beauty ablation has to show.
 
 ``item_head_weight: 0`` (the default) builds :class:`NoItemHead`, which changes nothing.
 """
@@ -71,9 +72,7 @@ class ItemHead(NoItemHead):
     def __init__(self, n_items: int, hidden_size: int, weight: float, rescore_weight: float, n_candidates: int = 0,
                  item_counts=None, prior_weight: float = 0.0, user_pool: str = "mean"):
         super().__init__()
-        if user_pool not in USER_POOLS:
-            raise ConfigError(f"item_head_user: unknown value '{user_pool}' (choose from {', '.join(USER_POOLS)})")
-        self.pool, width = USER_POOLS[user_pool]
+        self.pool, width = USER_POOLS[user_pool]  # the value was checked against properties/ (config_check)
         self.user = nn.Linear(width * hidden_size, hidden_size)
         self.items = nn.Embedding(n_items, hidden_size, padding_idx=0)
         nn.init.zeros_(self.items.weight)  # start from the generator's own ranking
@@ -99,8 +98,6 @@ class ItemHead(NoItemHead):
     def term(self, lp: torch.Tensor) -> torch.Tensor:
         """The head's addition to every item's score, ``[B, N]``: ``w · log softmax_i(u·e_i) − β · log p_train(i)``
         from :meth:`log_probs` ``lp``."""
-        if self.prior_weight == 0:
-            return self.rescore_weight * lp
         return self.rescore_weight * lp - self.prior_weight * self.log_prior.to(lp.dtype)
 
     def rescore(self, scores, memory, pad, items=None, lp=None):
@@ -134,9 +131,9 @@ def build_item_head(config, n_items: int, hidden_size: int, item_counts=None) ->
     """The head of ``config`` (``item_counts``: training interactions per item id, for ``item_head_prior``)."""
     weight = float(config["item_head_weight"])
     if weight == 0:
-        if float(config["item_head_prior"] or 0) > 0:
+        if float(config["item_head_prior"]) > 0:
             raise ConfigError("item_head_prior needs the item head (item_head_weight > 0)")
         return NoItemHead()
     return ItemHead(n_items, hidden_size, weight, float(config["item_head_rescore"]),
-                    int(config["item_head_candidates"]), item_counts, float(config["item_head_prior"] or 0),
-                    config["item_head_user"] or "mean")
+                    int(config["item_head_candidates"]), item_counts, float(config["item_head_prior"]),
+                    config["item_head_user"])
