@@ -118,6 +118,12 @@ FLEXCODE_SETTING_ROWS = {
     # semantic IDs alone with the item head (the semantic_only row takes the dataset's head setting; this
     # one names it, beside the earlier head-less runs of that row)
     "semantic_only_head": {"variant": "semantic_only", "item_head_weight": 1.0},
+    # the strengthened core (the head with the mean_last user vector) with one change each: the paper's claims
+    # rechecked on it (issue #13 item 5); named rows, since the earlier runs of these variants had the mean head
+    "semantic_only_user_last": {"variant": "semantic_only", "item_head_weight": 1.0, "item_head_user": "mean_last"},
+    "cf_only_user_last": {"variant": "cf_only", "item_head_weight": 1.0, "item_head_user": "mean_last"},
+    "full_user_last": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last"},
+    "fix_no_align_user_last": {"variant": "fix", "align_weight": 0.0, "item_head_user": "mean_last"},
     # one group of training settings set to the named value, whatever the run's other flags (the CPU
     # pilot gives every row ml-100k's short schedule and takes one change back per row)
     "epochs20": {"variant": "full", "epochs": 20},
