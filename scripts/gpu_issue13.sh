@@ -26,8 +26,9 @@
 # seed on one core of the 2-core box; seeds 2020-2022 are in cache/Amazon_Beauty/ of the machine
 # that ran the pilot):
 #   python -m recbole_flexcode.benchmark --dataset=Amazon_Beauty --data_path=../shared/datasets \
-#     --models=FlexCode --seeds=2020,2021,2022 --stage=tokenize
-# (every row above shares the tokenizer of its seed), then
+#     --models=FlexCode,FlexCode-semantic_only --seeds=2020,2021,2022 --stage=tokenize
+# (the aligned tokenizer of a seed serves the router and fixed-split rows, the unaligned one the
+# semantic-only rows; each is ~3 min on the CPU once the CF embeddings exist), then
 #   MPS=1 SKIP_SMOKE=1 OVERHEAD=70 bash scripts/gpu_issue13.sh CARRYDIR
 set -u
 carry=$1; shift
