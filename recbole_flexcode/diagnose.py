@@ -299,7 +299,7 @@ def main(argv=None) -> int:
         return 2
     if args.rescore_sweep is not None or args.candidates_sweep is not None or args.prior_sweep is not None:
         return _rescore_sweep(args.rescore_sweep, args.candidates_sweep, args.prior_sweep, config, model, train_data,
-                              valid_data, test_data, command, args.out)
+                              valid_data, test_data, command, os.path.abspath(args.checkpoint), args.out)
     if args.decode_check > 0:
         try:
             widths = [int(w) for w in args.beam_sizes.split(",") if w.strip()]
@@ -322,7 +322,8 @@ def main(argv=None) -> int:
     return _write(args.out, diag)
 
 
-def _rescore_sweep(weights_arg, candidates_arg, priors_arg, config, model, train_data, valid_data, test_data, command, out) -> int:
+def _rescore_sweep(weights_arg, candidates_arg, priors_arg, config, model, train_data, valid_data, test_data, command,
+                   checkpoint, out) -> int:
     from recbole.utils import get_trainer
 
     from recbole_flexcode.analysis.flexcode import rescore_sweep
@@ -364,7 +365,9 @@ def _rescore_sweep(weights_arg, candidates_arg, priors_arg, config, model, train
         setting = [sweep[f"{at_key}_{k}"] for k in ("weight", "candidates", "prior")]
         print(f"{name} (rescore {setting[0]:g}, candidates {setting[1]}, prior {setting[2]:g}): test {metric} {at[metric]:.4f}, "
               f"head {at['groups']['head']['ndcg@10']:.4f}, tail {at['groups']['tail']['ndcg@10']:.4f}")
-    diag = {"command": command, "dataset": config["dataset"], "seed": config["seed"], "rescore_sweep": sweep}
+    # the checkpoint names the run JSON this sweep belongs to (benchmark.selected)
+    diag = {"command": command, "checkpoint": checkpoint, "dataset": config["dataset"], "seed": config["seed"],
+            "rescore_sweep": sweep}
     return _write(out, diag)
 
 

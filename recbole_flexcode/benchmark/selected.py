@@ -1,0 +1,213 @@
+"""Benchmark tables at the inference settings chosen on validation: ``selected.md`` / ``selected.csv``.
+
+    python -m recbole_flexcode.benchmark.selected --dataset=Amazon_Beauty --out=results/cpu_fast \
+        [--models=SASRec,FlexCode-fix_user_last,...] [--analysis=<folder>]
+
+The item head's inference settings (re-scoring weight, proposed candidates, popularity prior;
+docs/design.md, "Item-level capacity") act after training, so a row can be trained and tested at
+one setting (its run JSON, ``<out>/<dataset>/runs/``) and evaluated at others afterwards with
+``python -m recbole_flexcode.diagnose <checkpoint> --candidates_sweep=...`` (a JSON with a
+``rescore_sweep`` section, by default looked for in ``<out>/<dataset>/analysis/``). For every run
+this module takes, among the setting the run was tested with and the setting each diagnose JSON of
+the same checkpoint chose, the one with the best validation NDCG@10 (the run's own on ties) and
+reports that setting's test result: test numbers never choose. Runs with no such JSON (SASRec,
+rows without an item head) keep their own result. The rows are then aggregated over seeds exactly
+as ``benchmark.md`` is (:func:`recbole_flexcode.benchmark.tables.aggregate`), so the two tables
+differ only in the inference setting of the FlexCode rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shlex
+import sys
+from datetime import datetime, timezone
+
+from recbole_flexcode.benchmark import tables
+from recbole_flexcode.io import write_text
+from recbole_flexcode.reporting import markdown_table
+
+_METRIC = "ndcg@10"
+
+
+def _checkpoint_of(diag: dict) -> str | None:
+    """The checkpoint a diagnose JSON evaluated: its ``checkpoint`` field, else its command's first argument."""
+    if diag.get("checkpoint"):
+        return str(diag["checkpoint"])
+    words = shlex.split(str(diag.get("command") or ""))
+    if "recbole_flexcode.diagnose" not in words:
+        return None
+    args = [w for w in words[words.index("recbole_flexcode.diagnose") + 1:] if not w.startswith("-")]
+    return args[0] if args else None
+
+
+def load_sweeps(folder: str) -> dict[str, list[dict]]:
+    """Every diagnose JSON with a ``rescore_sweep`` section under ``folder``, by checkpoint file name."""
+    out: dict[str, list[dict]] = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        try:
+            with open(path, encoding="utf-8") as f:
+                diag = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(diag, dict) or not isinstance(diag.get("rescore_sweep"), dict):
+            continue
+        checkpoint = _checkpoint_of(diag)
+        if checkpoint:
+            out.setdefault(os.path.basename(checkpoint), []).append({**diag, "_path": path})
+    return out
+
+
+def _setting(sweep: dict, which: str) -> dict:
+    # sweeps written before the candidates and the prior existed ran with neither (0 and 0)
+    return {"rescore": sweep[f"{which}_weight"], "candidates": sweep.get(f"{which}_candidates", 0),
+            "prior": sweep.get(f"{which}_prior", 0.0)}
+
+
+def _chosen_valid(sweep: dict) -> dict:
+    """Validation metrics of the setting the sweep chose (its row in ``weights``)."""
+    want = _setting(sweep, "chosen")
+    for row in sweep["weights"]:
+        if (row["rescore_weight"], row.get("candidates", 0), row.get("prior", 0.0)) == tuple(want.values()):
+            return row["valid"]
+    raise ValueError("a rescore_sweep whose chosen setting is not among its rows")
+
+
+def select(record: dict, sweeps: list[dict]) -> dict:
+    """``record`` with its test, validation and group results at the setting validation prefers.
+
+    The candidates are the run's own result and each sweep's chosen setting (only settings that
+    were tested can be reported); ``_selected`` says which won: ``setting`` (None: as trained, no
+    sweep known) and ``source`` (``"run"`` or the diagnose JSON's path), and lists the ``sweeps`` considered.
+    """
+    seed = record.get("seed")
+    sweeps = [d for d in sweeps if d.get("seed") == seed]
+    trained = _setting(sweeps[0]["rescore_sweep"], "trained") if sweeps else None
+    best = {"valid": (record.get("best_valid_result") or {}).get(_METRIC), "setting": trained, "source": "run"}
+    chosen = None
+    for diag in sweeps:
+        sweep = diag["rescore_sweep"]
+        valid = _chosen_valid(sweep)
+        if best["valid"] is None or valid[_METRIC] > best["valid"]:
+            best = {"valid": valid[_METRIC], "setting": _setting(sweep, "chosen"), "source": diag["_path"]}
+            chosen = (sweep, valid)
+    out = dict(record)
+    out["_selected"] = {"setting": best["setting"], "source": best["source"], "sweeps": [d["_path"] for d in sweeps]}
+    if chosen is not None:
+        sweep, valid = chosen
+        test = dict(sweep["test_at_chosen"])
+        groups = test.pop("groups", None) or {}
+        out["test_result"] = test
+        out["best_valid_result"] = dict(valid)
+        out["popularity_groups"] = {g: groups[g] for g in ("head", "tail") if g in groups}
+    return out
+
+
+def _setting_cell(records: list[dict]) -> str:
+    """Per seed, the chosen setting: ``K<candidates>`` (+ ``w``/``β`` when not 1 and 0); ``–`` without a sweep."""
+    cells = []
+    for r in records:
+        s = r["_selected"]["setting"]
+        if s is None:
+            cells.append("–")
+            continue
+        cell = f"K{s['candidates']}"
+        if s["rescore"] != 1.0:
+            cell += f" w{s['rescore']:g}"
+        if s["prior"] != 0.0:
+            cell += f" β{s['prior']:g}"
+        cells.append(cell)
+    return " / ".join(cells)
+
+
+HEADER = ["row", "n", "seeds", "inference setting (per seed)", "R@10", "N@10", "N@10 vs SASRec", "valid N@10",
+          "head N@10", "tail N@10", "tail vs SASRec"]
+
+
+def render_markdown(dataset: str, summaries: list[dict], by_row: dict[str, list[dict]], command: str | None) -> str:
+    ref = next((s for s in summaries if s["row"] == "SASRec"), None)
+    ref_tail = ref["metrics"]["tail_ndcg@10"]["mean"] if ref else None
+    body = []
+    for s in summaries:
+        m = s["metrics"]
+        tail = m["tail_ndcg@10"]["mean"]
+        tail_gain = None if (s is ref or not ref_tail or tail is None) else (tail / ref_tail - 1.0) * 100.0
+        body.append([s["row"], str(s["n"]), " / ".join(str(x) for x in s["seeds"]), _setting_cell(by_row[s["row"]]),
+                     tables._fmt_metric(m["recall@10"]), tables._fmt_metric(m["ndcg@10"]),
+                     tables._fmt_gain(s["ndcg10_gain_vs_sasrec_pct"]), tables._fmt_metric(m["valid_ndcg@10"]),
+                     tables._fmt_metric(m["head_ndcg@10"]), tables._fmt_metric(m["tail_ndcg@10"]),
+                     tables._fmt_gain(tail_gain)])
+    runs = sorted({c for s in summaries for c in s["commands"]})
+    shown = {s["row"] for s in summaries}
+    sweeps = sorted({p for row, recs in by_row.items() if row in shown for r in recs for p in r["_selected"]["sweeps"]})
+    sweep_commands = []
+    for path in sweeps:
+        with open(path, encoding="utf-8") as f:
+            sweep_commands.append(json.load(f).get("command") or path)
+    devices = sorted({d for s in summaries for d in s["devices"]})
+    parts = [
+        f"# Benchmark at the inference settings chosen on validation: {dataset}",
+        "",
+        f"Table written by: `{command}`" if command else "",
+        f"Written at: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        f"Machines: {'; '.join(devices)}" if devices else "",
+        "",
+        "Each FlexCode run was trained and tested at one item-head setting (its run JSON); where `diagnose` "
+        "evaluated the same checkpoint at other settings, the setting with the better validation N@10 is "
+        "reported, with its test result (test numbers never choose). K = candidates the item head proposes to "
+        "the beam, w = its re-scoring weight (shown when not 1), β = popularity prior (shown when not 0); "
+        "– = the run's own result, no other setting evaluated. Cells are mean ± sample std over the seeds; "
+        "\"vs SASRec\" is against this folder's SASRec row. Head = test users whose target is among the 20 % "
+        "most popular training items, tail = the rest.",
+        "",
+        markdown_table(HEADER, body) if body else "No finished runs yet.",
+        "",
+    ]
+    if runs:
+        parts += ["Runs produced by:", ""] + [f"- `{c}`" for c in runs] + [""]
+    if sweep_commands:
+        parts += ["Inference settings evaluated by:", ""] + [f"- `{c}`" for c in sweep_commands] + [""]
+    return "\n".join(parts) + "\n"
+
+
+def write_selected(out: str, dataset: str, row_order=None, only_rows=None, analysis: str | None = None,
+                   command: str | None = None) -> list[str]:
+    """Write ``<out>/<dataset>/selected.md`` and ``selected.csv``; return their paths."""
+    directory = os.path.join(out, dataset)
+    sweeps = load_sweeps(analysis or os.path.join(directory, "analysis"))
+    records = [select(r, sweeps.get(os.path.basename(str(r.get("checkpoint") or "")), []))
+               for r in tables.load_runs(os.path.join(directory, "runs"))]
+    summaries = tables.aggregate(records, row_order=row_order, only_rows=only_rows)
+    by_row: dict[str, list[dict]] = {}
+    for r in sorted(records, key=lambda r: (tables._num(r.get("seed")) or 0)):
+        by_row.setdefault(r["_row"], []).append(r)
+    paths = [os.path.join(directory, "selected.md"), os.path.join(directory, "selected.csv")]
+    write_text(paths[0], render_markdown(dataset, summaries, by_row, command))
+    write_text(paths[1], tables.render_csv(summaries, command))
+    return paths
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m recbole_flexcode.benchmark.selected", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", default="results", help="the benchmark's --out (holding <dataset>/runs/)")
+    p.add_argument("--models", default=None, help="comma-separated rows, in table order (default: every row)")
+    p.add_argument("--analysis", default=None, help="folder of diagnose JSONs (default: <out>/<dataset>/analysis)")
+    args = p.parse_args(argv)
+    runs = os.path.join(args.out, args.dataset, "runs")
+    if not os.path.isdir(runs):
+        print(f"error: no benchmark runs in {runs}", file=sys.stderr)
+        return 2
+    rows = [r.strip() for r in (args.models or "").split(",") if r.strip()] or None
+    command = "python -m recbole_flexcode.benchmark.selected " + " ".join(sys.argv[1:] if argv is None else argv)
+    for path in write_selected(args.out, args.dataset, row_order=rows, only_rows=rows, analysis=args.analysis,
+                               command=command):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
