@@ -23,7 +23,6 @@ sweep20() {  # ROW: the checkpoint with the head's 20 candidates, valid and test
     flex --seeds=$seed --models=FlexCode-semantic_only_user_last > "$logs/semantic_only_user_last_$seed.log" 2>&1
     sweep20 FlexCode-semantic_only_user_last-seed$seed
   done
-  # stopped by hand at epoch 20 of 30 for the session's end (best valid 0.0516 so far; no run file)
   # stopped by hand after 20 of its 30 epochs at the session's end (best valid N@10 0.0516 so far; no run file)
   bench --seeds=2020 --epochs=30 --models=SASRec-h128 > "$logs/sasrec_h128_2020.log" 2>&1
 ) &
