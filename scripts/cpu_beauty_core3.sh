@@ -13,11 +13,6 @@ data=${1:-../shared/datasets}
 out=${2:-results/cpu_fast}
 . "$(dirname "$0")/cpu_beauty_common.sh"
 flex() { bench --item_head_candidates=0 "$@"; }
-sweep20() {  # ROW: the checkpoint with the head's 20 candidates, valid and test; JSON and log named after it
-  local name=candidates20-$1
-  python -m recbole_flexcode.diagnose "$(checkpoint "$1")" --trust --candidates_sweep=20 \
-    "--out=$out/Amazon_Beauty/analysis/$name.json" > "$logs/$name.log" 2>&1
-}
 (  # lane 1
   for seed in 2020 2021 2022; do
     flex --seeds=$seed --models=FlexCode-semantic_only_user_last > "$logs/semantic_only_user_last_$seed.log" 2>&1
