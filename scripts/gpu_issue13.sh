@@ -12,9 +12,7 @@
 #   FlexCode                  the Beauty settings (short schedule + item head reading the latest
 #                             history state beside the mean, proposing 20 candidates)
 #   FlexCode-fix              the same with the fixed split (2 CF + 1 semantic token) instead of the router:
-#                             the best row of the CPU pilot (with the head's
-#                             mean_last user vector; the history item embedding, which overfits
-#                             there, gave it its place)
+#                             it ties the router on three CPU seeds (docs/results.md, fifth session)
 #   FlexCode-semantic_only    the Beauty settings on semantic IDs only
 #   FlexCode-tiger            T5 4+4 at the public recipes' size over token histories, semantic IDs only,
 #                             no item head (the TIGER-style row; target 0.0384)
