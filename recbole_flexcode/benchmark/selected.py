@@ -19,8 +19,6 @@ differ only in the inference setting of the FlexCode rows.
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import os
 import shlex
 import sys
@@ -47,12 +45,7 @@ def _checkpoint_of(diag: dict) -> str | None:
 def load_sweeps(folder: str) -> dict[str, list[dict]]:
     """Every diagnose JSON with a ``rescore_sweep`` section under ``folder``, by checkpoint file name."""
     out: dict[str, list[dict]] = {}
-    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
-        try:
-            with open(path, encoding="utf-8") as f:
-                diag = json.load(f)
-        except (OSError, ValueError):
-            continue
+    for path, diag in tables.read_json_files(folder):
         if not isinstance(diag, dict) or not isinstance(diag.get("rescore_sweep"), dict):
             continue
         checkpoint = _checkpoint_of(diag)
@@ -81,7 +74,7 @@ def select(record: dict, sweeps: list[dict]) -> dict:
 
     The candidates are the run's own result and each sweep's chosen setting (only settings that
     were tested can be reported); ``_selected`` says which won: ``setting`` (None: as trained, no
-    sweep known) and ``source`` (``"run"`` or the diagnose JSON's path), and lists the ``sweeps`` considered.
+    sweep known) and ``source`` (``"run"`` or the diagnose JSON's path), and lists the commands of the ``sweeps`` considered.
     """
     seed = record.get("seed")
     sweeps = [d for d in sweeps if d.get("seed") == seed]
@@ -95,7 +88,7 @@ def select(record: dict, sweeps: list[dict]) -> dict:
             best = {"valid": valid[_METRIC], "setting": _setting(sweep, "chosen"), "source": diag["_path"]}
             chosen = (sweep, valid)
     out = dict(record)
-    out["_selected"] = {"setting": best["setting"], "source": best["source"], "sweeps": [d["_path"] for d in sweeps]}
+    out["_selected"] = {"setting": best["setting"], "source": best["source"], "sweeps": [d.get("command") or d["_path"] for d in sweeps]}
     if chosen is not None:
         sweep, valid = chosen
         test = dict(sweep["test_at_chosen"])
@@ -142,11 +135,7 @@ def render_markdown(dataset: str, summaries: list[dict], by_row: dict[str, list[
                      tables._fmt_gain(tail_gain)])
     runs = sorted({c for s in summaries for c in s["commands"]})
     shown = {s["row"] for s in summaries}
-    sweeps = sorted({p for row, recs in by_row.items() if row in shown for r in recs for p in r["_selected"]["sweeps"]})
-    sweep_commands = []
-    for path in sweeps:
-        with open(path, encoding="utf-8") as f:
-            sweep_commands.append(json.load(f).get("command") or path)
+    sweep_commands = sorted({c for row, recs in by_row.items() if row in shown for r in recs for c in r["_selected"]["sweeps"]})
     devices = sorted({d for s in summaries for d in s["devices"]})
     parts = [
         f"# Benchmark at the inference settings chosen on validation: {dataset}",

@@ -105,15 +105,21 @@ def row_of(record: dict, path: str | None = None) -> str | None:
     return None
 
 
+def read_json_files(directory: str):
+    """``(path, object)`` for every readable ``*.json`` directly under ``directory``, by file name;
+    unreadable or half-written files are skipped (a run still writing, a foreign file)."""
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        try:
+            with open(path, encoding="utf-8") as f:
+                yield path, json.load(f)
+        except (OSError, ValueError):
+            continue
+
+
 def load_runs(runs_directory: str) -> list[dict]:
     """Every finished run JSON (with a ``benchmark`` section) under ``runs_directory``, sorted by file name."""
     records = []
-    for path in sorted(glob.glob(os.path.join(runs_directory, "*.json"))):
-        try:
-            with open(path, encoding="utf-8") as f:
-                rec = json.load(f)
-        except (OSError, ValueError):
-            continue
+    for path, rec in read_json_files(runs_directory):
         if not isinstance(rec, dict) or not isinstance(rec.get("benchmark"), dict) or "test_result" not in rec:
             continue
         row = row_of(rec, path)
