@@ -282,6 +282,33 @@ def test_mean_std_aggregation_on_hand_made_runs(tmp_path):
     assert list(_read_csv(tmp_path / "Amazon_Beauty" / "benchmark.csv")) == ["FlexCode-fix"]
 
 
+def test_gain_vs_sasrec_uses_the_seeds_both_rows_ran(tmp_path):
+    runs = tmp_path / "Amazon_Beauty" / "runs"
+    runs.mkdir(parents=True)
+    for seed, v in ((1, 0.030), (2, 0.040), (3, 0.050)):
+        runner.write_json_atomic(str(runs / f"SASRec-seed{seed}.json"), _fake_record("SASRec", seed, v))
+    # one seed, the weakest SASRec seed: against the three-seed mean (0.040) it would read -25 %
+    runner.write_json_atomic(str(runs / "FlexCode-seed1.json"), _fake_record("FlexCode", 1, 0.033))
+    # seeds 2 and 3, plus a seed SASRec never ran (left out of the comparison)
+    for seed, v in ((2, 0.044), (3, 0.055), (9, 0.001)):
+        runner.write_json_atomic(str(runs / f"FlexCode-fix-seed{seed}.json"),
+                                 _fake_record("FlexCode-fix", seed, v, model="FlexCode", overrides={"variant": "fix"}))
+    by_row = {s["row"]: s for s in tables.aggregate(tables.load_runs(str(runs)))}
+    one = by_row["FlexCode"]
+    assert math.isclose(one["ndcg10_gain_vs_sasrec_pct"], (0.033 / 0.030 - 1) * 100)
+    assert one["ndcg10_gain"]["seeds"] == [1] and one["ndcg10_gain"]["subset"]
+    two = by_row["FlexCode-fix"]
+    assert math.isclose(two["ndcg10_gain_vs_sasrec_pct"], ((0.044 + 0.055) / (0.040 + 0.050) - 1) * 100)
+    assert two["ndcg10_gain"]["seeds"] == [2, 3]
+    assert by_row["SASRec"]["ndcg10_gain"] is None
+
+    tables.write_tables(str(tmp_path), "Amazon_Beauty")
+    md = (tmp_path / "Amazon_Beauty" / "benchmark.md").read_text()
+    assert "| +10.0% (seed 1) |" in md and "| +10.0% (seeds 2, 3) |" in md
+    table = _read_csv(tmp_path / "Amazon_Beauty" / "benchmark.csv")
+    assert table["FlexCode-fix"]["ndcg10_gain_seeds"] == "2 3" and table["SASRec"]["ndcg10_gain_seeds"] == ""
+
+
 def test_published_numbers_have_sources():
     entries = published_for("Amazon_Beauty")
     assert {e["model"] for e in entries} >= {"SASRec", "TIGER", "URL", "FlexCode-Fix", "FlexCode", "RPG"}

@@ -122,17 +122,16 @@ HEADER = ["row", "n", "seeds", "inference setting (per seed)", "R@10", "N@10", "
 
 def render_markdown(dataset: str, summaries: list[dict], by_row: dict[str, list[dict]], command: str | None) -> str:
     ref = next((s for s in summaries if s["row"] == "SASRec"), None)
-    ref_tail = ref["metrics"]["tail_ndcg@10"]["mean"] if ref else None
     body = []
     for s in summaries:
         m = s["metrics"]
-        tail = m["tail_ndcg@10"]["mean"]
-        tail_gain = None if (s is ref or not ref_tail or tail is None) else (tail / ref_tail - 1.0) * 100.0
+        tail_gain = None if s is ref else tables.gain_on_shared_seeds(s, ref, "tail_ndcg@10")
         body.append([s["row"], str(s["n"]), " / ".join(str(x) for x in s["seeds"]), _setting_cell(by_row[s["row"]]),
                      tables._fmt_metric(m["recall@10"]), tables._fmt_metric(m["ndcg@10"]),
-                     tables._fmt_gain(s["ndcg10_gain_vs_sasrec_pct"]), tables._fmt_metric(m["valid_ndcg@10"]),
+                     tables.fmt_gain(s["ndcg10_gain"]),
+                     tables._fmt_metric(m["valid_ndcg@10"]),
                      tables._fmt_metric(m["head_ndcg@10"]), tables._fmt_metric(m["tail_ndcg@10"]),
-                     tables._fmt_gain(tail_gain)])
+                     tables.fmt_gain(tail_gain)])
     runs = sorted({c for s in summaries for c in s["commands"]})
     shown = {s["row"] for s in summaries}
     sweep_commands = sorted({c for row, recs in by_row.items() if row in shown for r in recs for c in r["_selected"]["sweeps"]})
@@ -149,7 +148,8 @@ def render_markdown(dataset: str, summaries: list[dict], by_row: dict[str, list[
         "reported, with its test result (test numbers never choose). K = candidates the item head proposes to "
         "the beam, w = its re-scoring weight (shown when not 1), β = popularity prior (shown when not 0); "
         "– = the run's own result, no other setting evaluated. Cells are mean ± sample std over the seeds; "
-        "\"vs SASRec\" is against this folder's SASRec row. Head = test users whose target is among the 20 % "
+        "\"vs SASRec\" is against this folder's SASRec row, over the seeds both ran (named when that leaves "
+        "out some of SASRec's). Head = test users whose target is among the 20 % "
         "most popular training items, tail = the rest.",
         "",
         markdown_table(HEADER, body) if body else "No finished runs yet.",

@@ -3,8 +3,9 @@
 One row per benchmark row, aggregated over its seeds: mean, sample standard deviation
 (``ddof = 1``; undefined, shown as "–" and left empty in the CSV, when a row has one seed) and
 ``n``.  The test metrics are those ``run()`` reports, i.e. measured on the checkpoint selected by
-validation NDCG@10.  The relative NDCG@10 gain of a row is ``mean(row) / mean(SASRec) − 1`` over
-the SASRec row of the same results folder (same split, protocol and seeds).  Rows named
+validation NDCG@10.  The relative NDCG@10 gain of a row is ``mean(row) / mean(SASRec) − 1`` against
+the SASRec row of the same results folder (same split and protocol), both means over the seeds
+the two rows share.  Rows named
 ``FlexCode[-<variant>]-L<n>`` go to a second table (token budget).  Published numbers
 (:mod:`.published`) are printed in a separate block, marked as quoted and not measured here.
 """
@@ -186,17 +187,40 @@ def aggregate(records: list[dict], row_order=None, only_rows=None) -> list[dict]
                 "other_metrics": _other_metrics(recs),
                 "epochs": [_epochs_cell(r) for r in recs],
                 "model_token_budget": _common({(r.get("model_report") or {}).get("token_budget") for r in recs}),
+                "records": recs,
             }
         )
     reference = next((s for s in summaries if s["row"] == "SASRec"), None)
-    ref = reference["metrics"]["ndcg@10"]["mean"] if reference else None
     for s in summaries:
-        mine = s["metrics"]["ndcg@10"]["mean"]
-        if s["row"] == "SASRec" or ref is None or mine is None or ref == 0:
-            s["ndcg10_gain_vs_sasrec_pct"] = None
-        else:
-            s["ndcg10_gain_vs_sasrec_pct"] = (mine / ref - 1.0) * 100.0
+        gain = None if s is reference else gain_on_shared_seeds(s, reference, "ndcg@10")
+        s["ndcg10_gain"] = gain
+        s["ndcg10_gain_vs_sasrec_pct"] = None if gain is None else gain["pct"]
     return summaries
+
+
+def gain_on_shared_seeds(summary: dict, reference: dict | None, key: str) -> dict | None:
+    """``{"pct", "seeds", "subset"}``: the row's mean ``key`` over the seeds it shares with ``reference`` /
+    the reference's mean over the same seeds − 1, in percent; None without shared seeds or values.
+
+    Comparing on the same seeds keeps a one-seed row from being set against another row's
+    three-seed mean, whose seeds it never ran. ``subset`` says some of the reference's seeds were left out.
+    """
+    if reference is None:
+        return None
+    getter = next(get for k, _, get in METRICS if k == key)
+    def by_seed(s):
+        values = {seed: _num(getter(r)) for seed, r in zip(s["seeds"], s["records"])}
+        return {seed: v for seed, v in values.items() if v is not None}
+
+    mine, theirs = by_seed(summary), by_seed(reference)
+    seeds = sorted((seed for seed in mine if seed in theirs), key=lambda x: _num(x) or 0)
+    if not seeds:
+        return None
+    ref = sum(theirs[seed] for seed in seeds) / len(seeds)
+    if ref == 0:
+        return None
+    pct = (sum(mine[seed] for seed in seeds) / len(seeds) / ref - 1.0) * 100.0
+    return {"pct": pct, "seeds": seeds, "subset": len(seeds) < len(theirs)}
 
 
 # ---------------------------------------------------------------------- formatting
@@ -243,8 +267,13 @@ def format_bytes(x) -> str:
     return f"{x:.1f} TiB"  # pragma: no cover
 
 
-def _fmt_gain(g) -> str:
-    return "–" if g is None else f"{g:+.1f}%"
+def fmt_gain(gain: dict | None) -> str:
+    """A :func:`gain_on_shared_seeds` result; its seeds in brackets when it left out some of the reference's."""
+    if gain is None:
+        return "–"
+    seeds = gain["seeds"]
+    note = f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(str(x) for x in seeds)})" if gain["subset"] else ""
+    return f"{gain['pct']:+.1f}%{note}"
 
 
 def _accuracy_rows(summaries):
@@ -253,7 +282,7 @@ def _accuracy_rows(summaries):
         m = s["metrics"]
         out.append([
             s["row"], str(s["n"]), _fmt_metric(m["recall@5"]), _fmt_metric(m["recall@10"]),
-            _fmt_metric(m["ndcg@5"]), _fmt_metric(m["ndcg@10"]), _fmt_gain(s["ndcg10_gain_vs_sasrec_pct"]),
+            _fmt_metric(m["ndcg@5"]), _fmt_metric(m["ndcg@10"]), fmt_gain(s["ndcg10_gain"]),
             _fmt_metric(m["valid_ndcg@10"]),
         ])
     return out
@@ -335,7 +364,8 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None) ->
         "Protocol (SPEC §3): leave-last-out in time order, full ranking over all items; every number is the "
         "test result of the checkpoint selected on validation NDCG@10. Cells are mean ± sample std over the "
         "seeds (n = number of seeds; no std with one seed). \"N@10 vs SASRec\" = mean N@10 of the row / mean "
-        "N@10 of this folder's SASRec row − 1.",
+        "N@10 of this folder's SASRec row − 1, both over the seeds the two rows share (named in brackets when "
+        "that leaves out some of SASRec's seeds).",
         "",
     ]
     if main:
@@ -378,7 +408,7 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None) ->
 CSV_FIELDS = (
     ["row", "model", "variant", "token_budget", "n", "seeds"]
     + [f"{k}_{s}" for k in METRIC_KEYS for s in ("mean", "std")]
-    + ["ndcg10_gain_vs_sasrec_pct", "peak_memory_kind", "device", "run_commands", "table_command"]
+    + ["ndcg10_gain_vs_sasrec_pct", "ndcg10_gain_seeds", "peak_memory_kind", "device", "run_commands", "table_command"]
 )
 
 
@@ -391,6 +421,7 @@ def render_csv(summaries: list[dict], command: str | None = None) -> str:
             "row": s["row"], "model": s["model"], "variant": s["variant"] or "", "token_budget": s["token_budget"] or "",
             "n": s["n"], "seeds": " ".join(str(x) for x in s["seeds"]),
             "ndcg10_gain_vs_sasrec_pct": "" if s["ndcg10_gain_vs_sasrec_pct"] is None else repr(s["ndcg10_gain_vs_sasrec_pct"]),
+            "ndcg10_gain_seeds": " ".join(str(x) for x in (s["ndcg10_gain"] or {}).get("seeds", [])),
             "peak_memory_kind": "; ".join(s["memory_kinds"]), "device": "; ".join(s["devices"]),
             "run_commands": " || ".join(s["commands"]), "table_command": command or "",
         }
