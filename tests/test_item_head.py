@@ -279,3 +279,63 @@ def test_mean_last_user_reads_the_latest_history_position(tiny_data, tmp_path):
     with torch.no_grad():
         scores = model.full_sort_predict(next(iter(test))[0])
     assert torch.isfinite(scores).sum(1).ge(model.beam_size).all()
+
+
+def test_item_features_score_an_item_by_its_embeddings(tiny_data, tmp_path):
+    """``item_head_features: both``: the head's item vector is ``e_i + W x_i`` with ``x_i`` the tokenizer's
+    standardised CF and text embeddings of item ``i`` and ``W`` zero at the start. Training moves ``W``, so
+    an item with no free parameters of its own but a target's embeddings is scored like that target."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_flexcode.config import ConfigError, FlexConfig
+    from recbole_flexcode.model.flexcode import FlexCode
+    from recbole_flexcode.model.item_head import ItemFeatures, build_item_head
+    from recbole_flexcode.pipeline import prepare
+
+    config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(
+        tiny_data, cache_dir=str(tmp_path), item_head_weight=1.0, item_head_features="both", **TINY))
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, test = data_preparation(config, create_dataset(config))
+    prepare(config, train._dataset)
+    model = FlexCode(config, train._dataset)
+    feats = model.item_head.features
+    assert isinstance(feats, ItemFeatures)
+    inputs = model.tokenizer.inputs()
+    assert torch.equal(feats.x[0], torch.zeros(feats.x.shape[1]))  # padding
+    assert torch.allclose(feats.x[1:], torch.cat([inputs["collaborative"], inputs["semantic"]], 1))
+    assert torch.all(feats.proj.weight == 0)
+    state = model.state_dict()
+    assert "item_head.features.proj.weight" in state and "item_head.features.x" not in state  # x is the tokenizer's
+
+    batch = next(iter(train))
+    target = batch[model.POS_ITEM_ID]
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(15):
+        opt.zero_grad()
+        model.calculate_loss(batch).backward()
+        opt.step()
+    assert feats.proj.weight.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        memory, pad = model.forward(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+        row = 0
+        a = int(target[row])
+        # item b: no free vector, item a's embeddings (an item never seen in training, described like a)
+        b = next(i for i in range(1, model.n_items) if i not in set(target.tolist()))
+        model.item_head.items.weight[b] = 0
+        feats.x[b] = feats.x[a]
+        lp = model.item_head.log_probs(memory, pad)[row]
+        assert lp[b] > lp[1:].median() + 1.0
+        feats.x[b] = 0  # without the embeddings it falls back to the zero vector's score
+        assert model.item_head.log_probs(memory, pad)[row, b] < lp[b] - 1.0
+        scores = model.full_sort_predict(next(iter(test))[0])
+    assert torch.isfinite(scores).sum(1).ge(model.beam_size).all()
+
+    off = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(
+        tiny_data, cache_dir=str(tmp_path), item_head_features="semantic", **TINY))
+    with pytest.raises(ConfigError, match="item_head_features needs the item head"):
+        build_item_head(off, 10, 8, tokenizer=model.tokenizer)
+    with pytest.raises(ConfigError, match="item_head_features.*must be one of none \\| collaborative \\| semantic \\| both"):
+        FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), item_head_features="text"))

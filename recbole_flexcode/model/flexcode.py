@@ -89,7 +89,8 @@ class FlexCode(SequentialRecommender):
         if config["history_item_embedding"]:
             self.history_id_embedding = torch.nn.Embedding(self.n_items, self.generator.hidden_size, padding_idx=0)
             torch.nn.init.zeros_(self.history_id_embedding.weight)  # start from the paper's model
-        self.item_head = build_item_head(config, self.n_items, self.generator.hidden_size, self.item_counts)  # ours: output-side item scores
+        # ours: output-side item scores
+        self.item_head = build_item_head(config, self.n_items, self.generator.hidden_size, self.item_counts, tokenizer)
         self.to(self.device)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):

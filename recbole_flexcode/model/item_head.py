@@ -25,6 +25,12 @@ turns the product of the two posteriors back into one posterior times one likeli
 term too, so at ``β > 0`` its candidates reach further into the tail. Inference only; ``β = 0``
 is the uncorrected sum.
 
+A free vector learns only from the rows an item is the target of, so a tail item's stays near zero.
+``item_head_features`` adds a projection of the item's own embeddings, those the tokenizer quantises
+(the CF stage's SASRec vectors, the text encoder's vectors, or both): ``e_i + W x_i`` with ``W``
+zero at the start (:class:`ItemFeatures`). ``W`` is shared by all items, so every training row
+teaches it, and an item with few interactions is scored by where its embeddings lie.
+
 ``item_head_weight: 0`` (the default) builds :class:`NoItemHead`, which changes nothing.
 """
 
@@ -64,18 +70,44 @@ def mean_last_pool(memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
 
 
 USER_POOLS = {"mean": (mean_pool, 1), "mean_last": (mean_last_pool, 2)}  # name -> (pool, width in hidden sizes)
+#: ``item_head_features`` -> the tokenizer sources whose standardised embeddings the head projects
+FEATURE_SOURCES = {"none": (), "collaborative": ("collaborative",), "semantic": ("semantic",),
+                   "both": ("collaborative", "semantic")}
+
+
+class NoItemFeatures(nn.Module):
+    """The head's item vectors are its free embeddings alone."""
+
+    def forward(self) -> float:
+        return 0.0
+
+
+class ItemFeatures(nn.Module):
+    """``W x_i`` for every item ``[N, d]``: fixed item embeddings ``x`` (``[N, F]``, row 0 = padding, zero)
+    through a linear map ``W`` that is zero at the start, so the head starts where the free vectors do."""
+
+    def __init__(self, features: torch.Tensor, hidden_size: int):
+        super().__init__()
+        # derived from the tokenizer, which the checkpoint holds: rebuilt at construction, not saved twice
+        self.register_buffer("x", torch.as_tensor(features, dtype=torch.float32), persistent=False)
+        self.proj = nn.Linear(self.x.shape[1], hidden_size, bias=False)
+        nn.init.zeros_(self.proj.weight)
+
+    def forward(self) -> torch.Tensor:
+        return self.proj(self.x)
 
 
 class ItemHead(NoItemHead):
     """Free item embeddings re-scoring generated items (see module docstring)."""
 
     def __init__(self, n_items: int, hidden_size: int, weight: float, rescore_weight: float, n_candidates: int = 0,
-                 item_counts=None, prior_weight: float = 0.0, user_pool: str = "mean"):
+                 item_counts=None, prior_weight: float = 0.0, user_pool: str = "mean", features: nn.Module = None):
         super().__init__()
         self.pool, width = USER_POOLS[user_pool]  # the value was checked against properties/ (config_check)
         self.user = nn.Linear(width * hidden_size, hidden_size)
         self.items = nn.Embedding(n_items, hidden_size, padding_idx=0)
         nn.init.zeros_(self.items.weight)  # start from the generator's own ranking
+        self.features = NoItemFeatures() if features is None else features
         self.weight, self.rescore_weight = float(weight), float(rescore_weight)
         self.n_candidates = int(n_candidates)  # inference only: a trained model can be evaluated under several
         self.prior_weight = float(prior_weight)  # inference only, like n_candidates
@@ -88,7 +120,7 @@ class ItemHead(NoItemHead):
     def log_probs(self, memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """``log softmax_i(u·e_i)`` over all items ``[B, N]`` (padding item excluded)."""
         u = self.user(self.pool(memory, pad))
-        logits = u @ self.items.weight.t()
+        logits = u @ (self.items.weight + self.features()).t()
         logits[:, 0] = float("-inf")
         return F.log_softmax(logits, dim=-1)
 
@@ -127,13 +159,24 @@ class ItemHead(NoItemHead):
         return ids, self.rescore(scores, memory, pad, ids, lp)
 
 
-def build_item_head(config, n_items: int, hidden_size: int, item_counts=None) -> NoItemHead:
-    """The head of ``config`` (``item_counts``: training interactions per item id, for ``item_head_prior``)."""
+def item_features(tokenizer, sources) -> torch.Tensor:
+    """``[N, F]``: the tokenizer's standardised embeddings of ``sources`` side by side, a zero padding row first."""
+    inputs = tokenizer.inputs()
+    x = torch.cat([inputs[name].float().cpu() for name in sources], dim=1)
+    return torch.cat([x.new_zeros(1, x.shape[1]), x], dim=0)
+
+
+def build_item_head(config, n_items: int, hidden_size: int, item_counts=None, tokenizer=None) -> NoItemHead:
+    """The head of ``config`` (``item_counts``: training interactions per item id, for ``item_head_prior``;
+    ``tokenizer``: the item embeddings ``item_head_features`` names)."""
     weight = float(config["item_head_weight"])
+    sources = FEATURE_SOURCES[config["item_head_features"]]  # the value was checked against properties/
     if weight == 0:
-        if float(config["item_head_prior"]) > 0:
-            raise ConfigError("item_head_prior needs the item head (item_head_weight > 0)")
+        for key, off in (("item_head_prior", float(config["item_head_prior"]) == 0), ("item_head_features", not sources)):
+            if not off:
+                raise ConfigError(f"{key} needs the item head (item_head_weight > 0)")
         return NoItemHead()
+    features = ItemFeatures(item_features(tokenizer, sources), hidden_size) if sources else None
     return ItemHead(n_items, hidden_size, weight, float(config["item_head_rescore"]),
                     int(config["item_head_candidates"]), item_counts, float(config["item_head_prior"]),
-                    config["item_head_user"])
+                    config["item_head_user"], features)
