@@ -1,5 +1,9 @@
-# Sourced by scripts/cpu_beauty_core*.sh: the Beauty CPU pilot's paths and its helpers.
-# Expects data and out to be set; makes the log and analysis folders.
+# Sourced by scripts/cpu_beauty_core*.sh with their arguments, [DATA_PATH] [OUT] (defaults:
+# ../shared/datasets results/cpu_fast): the Beauty CPU pilot's paths and its helpers; makes the log and
+# analysis folders.
+set -u
+data=${1:-../shared/datasets}
+out=${2:-results/cpu_fast}
 logs=$out/Amazon_Beauty/logs
 mkdir -p "$logs" "$out/Amazon_Beauty/analysis"
 # one benchmark row on full Amazon_Beauty, one torch thread (two lanes share the 2-core CPU)
@@ -14,4 +18,10 @@ sweep20() {
   local name=candidates20-$1
   python -m recbole_flexcode.diagnose "$(checkpoint "$1")" --trust --candidates_sweep=20 \
     "--out=$out/Amazon_Beauty/analysis/$name.json" > "$logs/$name.log" 2>&1
+}
+# ROWS (comma-separated): benchmark.md / .csv of those rows, then selected.md (each FlexCode run at the
+# head setting its validation chose)
+tables() {
+  python -m recbole_flexcode.benchmark --dataset=Amazon_Beauty "--out=$out" --tables-only "--models=$1"
+  python -m recbole_flexcode.benchmark.selected --dataset=Amazon_Beauty "--out=$out" "--models=$1"
 }

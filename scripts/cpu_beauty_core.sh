@@ -9,9 +9,6 @@
 # The rows cf_only, fix (both seeds) and no_align ran before the section gained item_head_candidates,
 # without --item_head_candidates=0, which then changed nothing; each run JSON holds its exact command.
 # Usage: bash scripts/cpu_beauty_core.sh [DATA_PATH] [OUT]   (defaults: ../shared/datasets results/cpu_fast)
-set -u
-data=${1:-../shared/datasets}
-out=${2:-results/cpu_fast}
 . "$(dirname "$0")/cpu_beauty_common.sh"
 flex() { bench --item_head_candidates=0 --item_head_user=mean "$@"; }  # the section's later settings taken back
 sweep() {  # ROW [diagnose flags]: choose the head's candidates (and weight) on validation, test them

@@ -9,9 +9,6 @@
 # item_head_user: mean_last entered Amazon_Beauty.yaml after the rows below had started; the rows
 # that use it name it (FlexCode-fix_user_last), the others ran with the model default (mean).
 # Usage: bash scripts/cpu_beauty_core2.sh [DATA_PATH] [OUT]   (defaults: ../shared/datasets results/cpu_fast)
-set -u
-data=${1:-../shared/datasets}
-out=${2:-results/cpu_fast}
 . "$(dirname "$0")/cpu_beauty_common.sh"
 flex() { bench --item_head_candidates=0 --item_head_user=mean "$@"; }
 sweep() {  # ROW NAME [diagnose flags]: inference settings chosen on validation, tested; JSON and log named NAME

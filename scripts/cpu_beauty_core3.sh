@@ -8,9 +8,6 @@
 # this order (stage caches: scripts/cpu_beauty_pilot.sh; the unaligned tokenizers of seeds 2021 and 2022,
 # which semantic-only needs, are fitted by the first run of their seed, ~3 min).
 # Usage: bash scripts/cpu_beauty_core3.sh [DATA_PATH] [OUT]   (defaults: ../shared/datasets results/cpu_fast)
-set -u
-data=${1:-../shared/datasets}
-out=${2:-results/cpu_fast}
 . "$(dirname "$0")/cpu_beauty_common.sh"
 flex() { bench --item_head_candidates=0 "$@"; }
 (  # lane 1

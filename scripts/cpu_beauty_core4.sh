@@ -8,9 +8,6 @@
 # their row's first run). FlexCode rows train at 0 proposed candidates; sweep20 then evaluates the item
 # head's 20 candidates on valid and test, and validation chooses between 0 and 20.
 # Usage: bash scripts/cpu_beauty_core4.sh [DATA_PATH] [OUT]   (defaults: ../shared/datasets results/cpu_fast)
-set -u
-data=${1:-../shared/datasets}
-out=${2:-results/cpu_fast}
 . "$(dirname "$0")/cpu_beauty_common.sh"
 (  # lane 1
   bench --seeds=2020 --epochs=30 --models=SASRec-h128 > "$logs/sasrec_h128_2020.log" 2>&1
@@ -29,6 +26,4 @@ out=${2:-results/cpu_fast}
 ) &
 wait
 rows=SASRec,SASRec-dropout02,SASRec-lr0003,SASRec-h128,FlexCode,FlexCode-item_head,FlexCode-full_user_last,FlexCode-fix,FlexCode-fix_user_last,FlexCode-cf_only_user_last,FlexCode-fix_no_align_user_last,FlexCode-semantic_only_user_last,FlexCode-semantic_only,FlexCode-cf_only,FlexCode-no_align,FlexCode-layers_2x2,FlexCode-fix_cf1,FlexCode-semantic_only_head,FlexCode-fix_user_last-L4
-python -m recbole_flexcode.benchmark --dataset=Amazon_Beauty "--out=$out" --tables-only "--models=$rows"
-# the same rows, each FlexCode run at the head setting its validation chose (selected.md)
-python -m recbole_flexcode.benchmark.selected --dataset=Amazon_Beauty "--out=$out" "--models=$rows"
+tables "$rows"
