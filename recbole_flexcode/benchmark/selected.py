@@ -22,7 +22,6 @@ import argparse
 import os
 import shlex
 import sys
-from datetime import datetime, timezone
 
 from recbole_flexcode.benchmark import tables
 from recbole_flexcode.io import write_text
@@ -120,27 +119,22 @@ HEADER = ["row", "n", "seeds", "inference setting (per seed)", "R@10", "N@10", "
           "head N@10", "tail N@10", "tail vs SASRec"]
 
 
-def render_markdown(dataset: str, summaries: list[dict], by_row: dict[str, list[dict]], command: str | None) -> str:
+def render_markdown(dataset: str, summaries: list[dict], command: str | None) -> str:
     ref = next((s for s in summaries if s["row"] == "SASRec"), None)
     body = []
     for s in summaries:
         m = s["metrics"]
         tail_gain = None if s is ref else tables.gain_on_shared_seeds(s, ref, "tail_ndcg@10")
-        body.append([s["row"], str(s["n"]), " / ".join(str(x) for x in s["seeds"]), _setting_cell(by_row[s["row"]]),
+        body.append([s["row"], str(s["n"]), " / ".join(str(x) for x in s["seeds"]), _setting_cell(s["records"]),
                      tables._fmt_metric(m["recall@10"]), tables._fmt_metric(m["ndcg@10"]),
                      tables.fmt_gain(s["ndcg10_gain"]),
                      tables._fmt_metric(m["valid_ndcg@10"]),
                      tables._fmt_metric(m["head_ndcg@10"]), tables._fmt_metric(m["tail_ndcg@10"]),
                      tables.fmt_gain(tail_gain)])
     runs = sorted({c for s in summaries for c in s["commands"]})
-    shown = {s["row"] for s in summaries}
-    sweep_commands = sorted({c for row, recs in by_row.items() if row in shown for r in recs for c in r["_selected"]["sweeps"]})
+    sweep_commands = sorted({c for s in summaries for r in s["records"] for c in r["_selected"]["sweeps"]})
     devices = sorted({d for s in summaries for d in s["devices"]})
-    parts = [
-        f"# Benchmark at the inference settings chosen on validation: {dataset}",
-        "",
-        f"Table written by: `{command}`" if command else "",
-        f"Written at: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+    parts = tables.header_lines(f"Benchmark at the inference settings chosen on validation: {dataset}", command) + [
         f"Machines: {'; '.join(devices)}" if devices else "",
         "",
         "Each FlexCode run was trained and tested at one item-head setting (its run JSON); where `diagnose` "
@@ -155,10 +149,8 @@ def render_markdown(dataset: str, summaries: list[dict], by_row: dict[str, list[
         markdown_table(HEADER, body) if body else "No finished runs yet.",
         "",
     ]
-    if runs:
-        parts += ["Runs produced by:", ""] + [f"- `{c}`" for c in runs] + [""]
-    if sweep_commands:
-        parts += ["Inference settings evaluated by:", ""] + [f"- `{c}`" for c in sweep_commands] + [""]
+    parts += tables.command_lines("Runs produced by:", runs)
+    parts += tables.command_lines("Inference settings evaluated by:", sweep_commands)
     return "\n".join(parts) + "\n"
 
 
@@ -170,11 +162,8 @@ def write_selected(out: str, dataset: str, row_order=None, only_rows=None, analy
     records = [select(r, sweeps.get(os.path.basename(str(r.get("checkpoint") or "")), []))
                for r in tables.load_runs(os.path.join(directory, "runs"))]
     summaries = tables.aggregate(records, row_order=row_order, only_rows=only_rows)
-    by_row: dict[str, list[dict]] = {}
-    for r in sorted(records, key=lambda r: (tables._num(r.get("seed")) or 0)):
-        by_row.setdefault(r["_row"], []).append(r)
     paths = [os.path.join(directory, "selected.md"), os.path.join(directory, "selected.csv")]
-    write_text(paths[0], render_markdown(dataset, summaries, by_row, command))
+    write_text(paths[0], render_markdown(dataset, summaries, command))
     write_text(paths[1], tables.render_csv(summaries, command))
     return paths
 

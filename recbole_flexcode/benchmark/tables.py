@@ -208,6 +208,7 @@ def gain_on_shared_seeds(summary: dict, reference: dict | None, key: str) -> dic
     if reference is None:
         return None
     getter = next(get for k, _, get in METRICS if k == key)
+
     def by_seed(s):
         values = {seed: _num(getter(r)) for seed, r in zip(s["seeds"], s["records"])}
         return {seed: v for seed, v in values.items() if v is not None}
@@ -340,6 +341,21 @@ def _published_block(dataset: str) -> str:
     ])
 
 
+def header_lines(title: str, command: str | None) -> list[str]:
+    """A table file's opening: its title, the command that wrote it and when."""
+    return [
+        f"# {title}",
+        "",
+        f"Table written by: `{command}`" if command else "",
+        f"Written at: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+    ]
+
+
+def command_lines(title: str, commands) -> list[str]:
+    """``title`` and one bullet per command (nothing without commands)."""
+    return [title, ""] + [f"- `{c}`" for c in commands] + [""] if commands else []
+
+
 def render_markdown(dataset: str, summaries: list[dict], command: str | None) -> str:
     main = [s for s in summaries if budget_of(s["row"]) is None]
     # rows evaluated only with sampled metrics (e.g. GAUC) have no full-ranking cells to show
@@ -351,15 +367,7 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None) ->
         budget.append({**full, "row": f"FlexCode (L={full['model_token_budget']}: row FlexCode)"})
     budget.sort(key=lambda s: (budget_of(s["row"]) or s.get("model_token_budget") or 0, s["row"]))
     run_commands = sorted({c for s in summaries for c in s["commands"]})
-    parts = [
-        f"# Benchmark: {dataset}",
-        "",
-        f"Table written by: `{command}`" if command else "",
-        f"Written at: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-        "",
-    ]
-    if run_commands:
-        parts += ["Runs produced by:", ""] + [f"- `{c}`" for c in run_commands] + [""]
+    parts = header_lines(f"Benchmark: {dataset}", command) + [""] + command_lines("Runs produced by:", run_commands)
     parts += [
         "Protocol (SPEC §3): leave-last-out in time order, full ranking over all items; every number is the "
         "test result of the checkpoint selected on validation NDCG@10. Cells are mean ± sample std over the "

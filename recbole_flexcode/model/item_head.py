@@ -172,9 +172,10 @@ def build_item_head(config, n_items: int, hidden_size: int, item_counts=None, to
     weight = float(config["item_head_weight"])
     sources = FEATURE_SOURCES[config["item_head_features"]]  # the value was checked against properties/
     if weight == 0:
-        for key, off in (("item_head_prior", float(config["item_head_prior"]) == 0), ("item_head_features", not sources)):
-            if not off:
-                raise ConfigError(f"{key} needs the item head (item_head_weight > 0)")
+        if float(config["item_head_prior"]) > 0:
+            raise ConfigError("item_head_prior needs the item head (item_head_weight > 0)")
+        if sources:
+            raise ConfigError("item_head_features needs the item head (item_head_weight > 0)")
         return NoItemHead()
     features = ItemFeatures(item_features(tokenizer, sources), hidden_size) if sources else None
     return ItemHead(n_items, hidden_size, weight, float(config["item_head_rescore"]),
