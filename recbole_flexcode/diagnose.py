@@ -15,7 +15,9 @@ scoring of every item on the first N validation users, per popularity group.
 weight on validation and tests the best one (and the trained one): the weight acts at inference only;
 ``--candidates_sweep=0,20`` does the same for how many of the head's own top items join the beam
 (with ``--rescore_sweep``, every pair), and ``--prior_sweep=0,0.5,1`` for ``item_head_prior`` (the
-popularity prior divided out of the head's term; every combination with the other two).
+popularity prior divided out of the head's term; every combination with the other two), and
+``--shrink_sweep=0,3,10`` for ``item_head_shrink`` (how far a rare item's path score is shrunk
+towards the head's log-probability).
 ``--token_fit`` instead scores each target's path token by token (teacher-forced NLL, top-1 and
 top-10 hit rate per position, per popularity stratum and split), on validation rows and on the
 first ``--max_rows`` training rows: a tail that is fitted in training but lost in validation is a
@@ -247,6 +249,9 @@ def main(argv=None) -> int:
     p.add_argument("--prior_sweep", default=None, metavar="B1,B2,...",
                    help="with the sweeps above (or alone): also choose item_head_prior (the popularity prior divided "
                    "out of the head's term) among these, every combination evaluated on validation")
+    p.add_argument("--shrink_sweep", default=None, metavar="T1,T2,...",
+                   help="with the sweeps above (or alone): also choose item_head_shrink (item i keeps c_i / (c_i + τ) of "
+                   "its path score, the rest from the head's) among these, every combination evaluated on validation")
     p.add_argument("--max_rows", type=int, default=50000,
                    help="training rows scored by --token_fit (default 50000; validation is always whole)")
     p.add_argument("--threads", type=int, default=None,
@@ -297,9 +302,10 @@ def main(argv=None) -> int:
     if not _is_flexcode(model):
         print(f"error: {config['model']} has no split diagnostic (FlexCode only)", file=sys.stderr)
         return 2
-    if args.rescore_sweep is not None or args.candidates_sweep is not None or args.prior_sweep is not None:
-        return _rescore_sweep(args.rescore_sweep, args.candidates_sweep, args.prior_sweep, config, model, train_data,
-                              valid_data, test_data, command, os.path.abspath(args.checkpoint), args.out)
+    sweeps = (args.rescore_sweep, args.candidates_sweep, args.prior_sweep, args.shrink_sweep)
+    if any(arg is not None for arg in sweeps):
+        return _rescore_sweep(*sweeps, config, model, train_data, valid_data, test_data, command,
+                              os.path.abspath(args.checkpoint), args.out)
     if args.decode_check > 0:
         try:
             widths = [int(w) for w in args.beam_sizes.split(",") if w.strip()]
@@ -322,8 +328,8 @@ def main(argv=None) -> int:
     return _write(args.out, diag)
 
 
-def _rescore_sweep(weights_arg, candidates_arg, priors_arg, config, model, train_data, valid_data, test_data, command,
-                   checkpoint, out) -> int:
+def _rescore_sweep(weights_arg, candidates_arg, priors_arg, shrinks_arg, config, model, train_data, valid_data,
+                   test_data, command, checkpoint, out) -> int:
     from recbole.utils import get_trainer
 
     from recbole_flexcode.analysis.flexcode import rescore_sweep
@@ -344,6 +350,10 @@ def _rescore_sweep(weights_arg, candidates_arg, priors_arg, config, model, train
     if priors is not None and (not priors or min(priors) < 0):
         print(f"error: --prior_sweep must be comma-separated numbers >= 0, got '{priors_arg}'", file=sys.stderr)
         return 2
+    shrinks = _numbers(shrinks_arg, float) if shrinks_arg is not None else None
+    if shrinks is not None and (not shrinks or min(shrinks) < 0):
+        print(f"error: --shrink_sweep must be comma-separated numbers >= 0, got '{shrinks_arg}'", file=sys.stderr)
+        return 2
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
     def evaluate(data):
@@ -353,17 +363,18 @@ def _rescore_sweep(weights_arg, candidates_arg, priors_arg, config, model, train
         return popularity_group_metrics(model, data, train_data._dataset, model.device)
 
     sweep = rescore_sweep(model, evaluate, valid_data, test_data, weights, str(config["valid_metric"]).lower(),
-                          candidates, by_group, priors)
+                          candidates, by_group, priors, shrinks)
     metric = sweep["valid_metric"]
-    body = [[f"{r['rescore_weight']:g}", str(r["candidates"]), f"{r['prior']:g}", f"{r['valid'][metric]:.4f}",
+    body = [[f"{r['rescore_weight']:g}", str(r["candidates"]), f"{r['prior']:g}", f"{r['shrink']:g}", f"{r['valid'][metric]:.4f}",
              f"{r['valid_groups']['head']['ndcg@10']:.4f}", f"{r['valid_groups']['tail']['ndcg@10']:.4f}"]
             for r in sweep["weights"]]
-    print(markdown_table(["item_head_rescore", "item_head_candidates", "item_head_prior", f"valid {metric}",
+    print(markdown_table(["item_head_rescore", "item_head_candidates", "item_head_prior", "item_head_shrink", f"valid {metric}",
                           "valid head N@10", "valid tail N@10"], body))
     for name, at_key in (("chosen on validation", "chosen"), ("as trained", "trained")):
         at = sweep[f"test_at_{at_key}"]
-        setting = [sweep[f"{at_key}_{k}"] for k in ("weight", "candidates", "prior")]
-        print(f"{name} (rescore {setting[0]:g}, candidates {setting[1]}, prior {setting[2]:g}): test {metric} {at[metric]:.4f}, "
+        setting = [sweep[f"{at_key}_{k}"] for k in ("weight", "candidates", "prior", "shrink")]
+        print(f"{name} (rescore {setting[0]:g}, candidates {setting[1]}, prior {setting[2]:g}, shrink {setting[3]:g}): "
+              f"test {metric} {at[metric]:.4f}, "
               f"head {at['groups']['head']['ndcg@10']:.4f}, tail {at['groups']['tail']['ndcg@10']:.4f}")
     # the checkpoint names the run JSON this sweep belongs to (benchmark.selected)
     diag = {"command": command, "checkpoint": checkpoint, "dataset": config["dataset"], "seed": config["seed"],

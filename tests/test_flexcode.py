@@ -566,6 +566,7 @@ def test_quick_start_run_end_to_end(flex, tmp_path, monkeypatch):
     with single_thread():  # the item head's sweeps need an item head: one clear error, no sweep
         assert diagnose.main([on_disk["checkpoint"], "--trust", "--candidates_sweep=0,20"]) == 2
         assert diagnose.main([on_disk["checkpoint"], "--trust", "--prior_sweep=0,1"]) == 2
+        assert diagnose.main([on_disk["checkpoint"], "--trust", "--shrink_sweep=0,10"]) == 2
     # --token_fit: validation in full, training rows capped
     fit_out = tmp_path / "fit.json"
     with single_thread():

@@ -230,13 +230,85 @@ def test_prior_correction_divides_the_training_popularity_out_and_proposes_by_it
     assert not torch.equal(want, lp.topk(10, dim=1).indices)
 
 
-def test_prior_needs_the_item_head(tiny_data, tmp_path):
+@pytest.mark.parametrize("key", ["item_head_prior", "item_head_shrink"])
+def test_inference_settings_need_the_item_head(tiny_data, tmp_path, key):
     from recbole_flexcode.config import ConfigError, FlexConfig
     from recbole_flexcode.model.item_head import build_item_head
 
-    config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), item_head_prior=0.5, **TINY))
-    with pytest.raises(ConfigError, match="item_head_prior needs the item head"):
+    config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), **{key: 0.5}, **TINY))
+    with pytest.raises(ConfigError, match=f"{key} needs the item head"):
         build_item_head(config, 10, 8)
+
+
+def test_shrinkage_scores_rare_items_by_the_head_and_keeps_popular_paths(built):
+    """``item_head_shrink: τ``: item i's path log-probability g_i becomes ``λ_i g_i + (1 − λ_i) h_i`` with
+    ``λ_i = c_i / (c_i + τ)`` (c_i: training interactions, h_i: the head's log-probability) before the head's
+    term is added; the beam's items and the head's proposals are scored by the same formula."""
+    models, (_, _, test) = built
+    m = copy.deepcopy(models[1.0])
+    head = m.item_head
+    assert head.shrink == 0.0 and "counts" not in m.state_dict()  # inference only, rebuilt from the data
+    torch.manual_seed(3)
+    with torch.no_grad():
+        head.items.weight.normal_(0, 2.0)  # a head that disagrees with the generator
+    batch = next(iter(test))[0][torch.arange(5)]
+    counts = torch.as_tensor(m.item_counts, dtype=torch.float32)
+    assert counts[1:].max() > 4 * counts[1:].min()  # rare and popular items both present
+    m.eval()
+    with torch.no_grad():
+        memory, pad = m.forward(batch[m.ITEM_SEQ], batch[m.ITEM_SEQ_LEN])
+        h = head.log_probs(memory, pad)
+        m.decode_mode = "exact"
+        plain = m.full_sort_predict(batch)  # g + w h, w = 1
+        head.shrink = 4.0
+        shrunk = m.full_sort_predict(batch)
+        g = plain - h  # the generator's own path scores
+        trust = counts / (counts + 4.0)
+        want = trust * g + (1 - trust) * h + h
+        assert torch.allclose(shrunk[:, 1:], want[:, 1:], atol=1e-4)
+        assert torch.isinf(shrunk[:, 0]).all()  # the padding item stays unscored
+        head.shrink = 1e9  # every item scored by the head alone, twice over
+        assert torch.allclose(m.full_sort_predict(batch)[:, 1:], 2 * h[:, 1:], atol=1e-3)
+        # under beam decoding: beam and proposed items alike get the exact score of their items
+        head.shrink, head.n_candidates, m.beam_size = 4.0, 15, 10
+        m.decode_mode = "beam"
+        beam = m.full_sort_predict(batch)
+    ranked = torch.isfinite(beam)
+    assert (ranked.sum(1) > 10).all()  # some proposed items outside the beam are ranked
+    assert torch.allclose(beam[ranked], shrunk[ranked], atol=1e-4)
+    rare, popular = int(counts[1:].argmin()) + 1, int(counts[1:].argmax()) + 1
+    moved = (shrunk - plain).abs()
+    assert torch.allclose(moved[:, rare], (1 - trust[rare]) * (g - h)[:, rare].abs(), atol=1e-4)
+    assert trust[popular] > trust[rare]
+
+
+def test_sweep_chooses_the_shrinkage_on_validation_and_restores_it(built):
+    from recbole.utils import get_trainer
+
+    from recbole_flexcode.analysis.flexcode import rescore_sweep
+
+    models, (_, valid, test) = built
+    m = copy.deepcopy(models[1.0])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        m.item_head.items.weight.normal_(0.0, 3.0)
+    m.decode_mode = "exact"
+    config = m._config
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, m)
+    seen = []
+
+    def evaluate(data):
+        seen.append(("valid" if data is valid else "test", m.item_head.shrink))
+        return trainer.evaluate(data, load_best_model=False, show_progress=False)
+
+    out = rescore_sweep(m, evaluate, valid, test, [1.0], shrinks=[0.0, 3.0, 1e9])
+    assert seen[:3] == [("valid", 0.0), ("valid", 3.0), ("valid", 1e9)]
+    scores = [r["valid"]["ndcg@10"] for r in out["weights"]]
+    assert len(set(scores)) > 1  # the shrinkage changes the ranking
+    assert out["chosen_shrink"] == [r["shrink"] for r in out["weights"]][scores.index(max(scores))]
+    assert seen[3] == ("test", out["chosen_shrink"])
+    assert m.item_head.shrink == 0.0 and out["trained_shrink"] == 0.0
+    assert (out["trained_weight"], out["trained_candidates"], out["trained_prior"]) == (1.0, 0, 0.0)
 
 
 def test_mean_last_user_reads_the_latest_history_position(tiny_data, tmp_path):

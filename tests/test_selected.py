@@ -18,8 +18,9 @@ def _read_csv(path):
         return {r["row"]: r for r in csv.DictReader(f)}
 
 
-def _sweep(seed, checkpoint, valid, test, candidates=20, with_checkpoint=True):
-    """A diagnose JSON that tested ``candidates`` (valid/test N@10 as given) against the trained K = 0."""
+def _sweep(seed, checkpoint, valid, test, candidates=20, with_checkpoint=True, shrink=None):
+    """A diagnose JSON that tested ``candidates`` (and ``item_head_shrink``, when given; older JSONs have
+    no such key) at valid/test N@10 as given against the trained K = 0."""
     groups = {"head": {"recall@10": 0.3, "ndcg@10": test * 2, "users": 30},
               "tail": {"recall@10": 0.01, "ndcg@10": test / 3, "users": 70}}
     diag = {
@@ -36,6 +37,11 @@ def _sweep(seed, checkpoint, valid, test, candidates=20, with_checkpoint=True):
     }
     if with_checkpoint:
         diag["checkpoint"] = f"/abs/{checkpoint}"
+    if shrink is not None:
+        sweep = diag["rescore_sweep"]
+        sweep.update(trained_shrink=0.0, chosen_shrink=shrink)
+        sweep["weights"] = [{**sweep["weights"][0], "shrink": 0.0, "valid": {"ndcg@10": 0.0}},
+                            {**sweep["weights"][0], "shrink": shrink}]
     return diag
 
 
@@ -51,8 +57,8 @@ def test_selection_uses_validation_only_and_keeps_the_run_on_ties(tmp_path):
         rec = _fake_record("FlexCode-fix", seed, v, model="FlexCode", overrides={"variant": "fix"})
         rec["checkpoint"] = f"saved/FlexCode-seed{seed}.pth"
         runner.write_json_atomic(str(runs / f"FlexCode-fix-seed{seed}.json"), rec)
-    # seed 1: K20 better on validation (0.025 > 0.020), so its test 0.050 is reported
-    runner.write_json_atomic(str(analysis / "k20-1.json"), _sweep(1, "saved/FlexCode-seed1.pth", 0.025, 0.050))
+    # seed 1: K20 with shrinkage τ = 10 better on validation (0.025 > 0.020), so its test 0.050 is reported
+    runner.write_json_atomic(str(analysis / "k20-1.json"), _sweep(1, "saved/FlexCode-seed1.pth", 0.025, 0.050, shrink=10.0))
     # seed 2: K20 worse on validation though far better on test: the run's own result stays;
     # an equal validation (K50) keeps the run as well; this file has no checkpoint field (older diagnose)
     runner.write_json_atomic(str(analysis / "k20-2.json"), _sweep(2, "saved/FlexCode-seed2.pth", 0.021, 0.090))
@@ -69,7 +75,7 @@ def test_selection_uses_validation_only_and_keeps_the_run_on_ties(tmp_path):
     assert math.isclose(float(table["FlexCode-fix"]["tail_ndcg@10_mean"]), (0.050 / 3 + 0.044 / 4) / 2)
     assert math.isclose(float(table["SASRec"]["ndcg@10_mean"]), 0.032)
     md = (tmp_path / "Amazon_Beauty" / "selected.md").read_text()
-    assert "| FlexCode-fix | 2 | 1 / 2 | K20 / K0 |" in md and "| SASRec | 2 | 1 / 2 | – / – |" in md
+    assert "| FlexCode-fix | 2 | 1 / 2 | K20 τ10 / K0 |" in md and "| SASRec | 2 | 1 / 2 | – / – |" in md
     gain = ((0.050 + 0.044) / 2 / 0.032 - 1) * 100
     assert f"{gain:+.1f}%" in md
     assert "--candidates_sweep=20" in md.split("Inference settings evaluated by:")[1]
@@ -91,6 +97,7 @@ def test_selected_table_from_a_real_run_and_its_diagnose_sweep(tiny_data, tmp_pa
         run = json.load(f)
     diag_path = out / "ml-tiny" / "analysis" / "k5.json"
     assert diagnose.main([run["checkpoint"], "--trust", "--candidates_sweep=5", f"--out={diag_path}"]) == 0
+    assert diagnose.main([run["checkpoint"], "--trust", "--shrink_sweep=-1"]) == 2  # one error line, no sweep
     with open(diag_path, encoding="utf-8") as f:
         diag = json.load(f)
     assert diag["checkpoint"] == os.path.abspath(run["checkpoint"])

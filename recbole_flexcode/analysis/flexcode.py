@@ -17,6 +17,7 @@ items :func:`recbole_flexcode.evaluation.head_item_mask` — the definitions eva
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import os
 
@@ -235,44 +236,54 @@ def export_artifacts(model, directory: str) -> list[str]:
     return written
 
 
+#: the item head's inference settings a sweep varies: (attribute of ItemHead, name in the sweep's JSON, type)
+SWEEP_AXES = (("rescore_weight", "weight", float), ("n_candidates", "candidates", int),
+              ("prior_weight", "prior", float), ("shrink", "shrink", float))
+
+
 @torch.no_grad()
 def rescore_sweep(model, evaluate, valid_data, test_data, weights, valid_metric: str = "ndcg@10",
-                  candidates=None, by_group=None, priors=None) -> dict:
+                  candidates=None, by_group=None, priors=None, shrinks=None) -> dict:
     """Choose the item head's inference settings on validation, after training (ours, issue #13).
 
     ``item_head_rescore`` (its weight in each item's score), ``item_head_candidates`` (how many
-    of its own top items join the beam's, :meth:`~recbole_flexcode.model.item_head.ItemHead.rescore_beam`)
-    and ``item_head_prior`` (the popularity prior divided out) act at inference only, so one trained
-    model is evaluated under every combination of ``weights`` × ``candidates`` × ``priors`` (the
-    last two default to the model's own) on ``valid_data``; the combination with the best
-    ``valid_metric`` (first on ties) is tested, and so is the one the model was trained with, for
-    comparison. ``evaluate(data) -> {metric: value}`` is the trainer's full evaluation;
-    ``by_group(data)``, when given, adds every setting's head/tail metrics on validation and each
-    tested setting's on test (:func:`recbole_flexcode.evaluation.popularity_group_metrics`). The model's settings are restored.
+    of its own top items join the beam's, :meth:`~recbole_flexcode.model.item_head.ItemHead.rescore_beam`),
+    ``item_head_prior`` (the popularity prior divided out) and ``item_head_shrink`` (how far a rare
+    item's path score is shrunk towards the head's, :func:`~recbole_flexcode.model.item_head.credibility`)
+    act at inference only, so one trained model is evaluated under every combination of ``weights`` ×
+    ``candidates`` × ``priors`` × ``shrinks`` (the last three default to the model's own) on
+    ``valid_data``; the combination with the best ``valid_metric`` (first on ties) is tested, and so
+    is the one the model was trained with, for comparison. ``evaluate(data) -> {metric: value}`` is
+    the trainer's full evaluation; ``by_group(data)``, when given, adds every setting's head/tail
+    metrics on validation and each tested setting's on test
+    (:func:`recbole_flexcode.evaluation.popularity_group_metrics`). The model's settings are restored.
     """
     head = model.item_head
     if not hasattr(head, "rescore_weight"):
         raise ValueError("the model has no item head (item_head_weight: 0)")
 
     def apply(setting):
-        head.rescore_weight, head.n_candidates, head.prior_weight = setting
+        for (attr, _, _), value in zip(SWEEP_AXES, setting):
+            setattr(head, attr, value)
 
-    trained = (float(head.rescore_weight), int(head.n_candidates), float(head.prior_weight))
-    candidates = [trained[1]] if candidates is None else [int(k) for k in candidates]
-    priors = [trained[2]] if priors is None else [float(b) for b in priors]
-    settings = [(float(w), k, b) for w in weights for k in candidates for b in priors]
+    trained = tuple(kind(getattr(head, attr)) for attr, _, kind in SWEEP_AXES)
+    values = [[float(w) for w in weights]] + [
+        [trained[i]] if given is None else [SWEEP_AXES[i][2](v) for v in given]
+        for i, given in ((1, candidates), (2, priors), (3, shrinks))]
+    settings = list(itertools.product(*values))
+    names = ["rescore_weight"] + [name for _, name, _ in SWEEP_AXES[1:]]  # a row's keys, in SWEEP_AXES order
     rows = []
     try:
         for setting in settings:
             apply(setting)
-            rows.append({"rescore_weight": setting[0], "candidates": setting[1], "prior": setting[2],
+            rows.append({**dict(zip(names, setting)),
                          "valid": {m: float(v) for m, v in evaluate(valid_data).items()}})
             if by_group is not None:  # what each setting trades between head and tail, still on validation
                 rows[-1]["valid_groups"] = by_group(valid_data)
-            logger.info(f"sweep {len(rows)}/{len(settings)}: rescore {setting[0]:g}, candidates {setting[1]}, "
-                        f"prior {setting[2]:g}: valid {valid_metric} {rows[-1]['valid'][valid_metric]:.4f}")
+            logger.info(f"sweep {len(rows)}/{len(settings)}: " + ", ".join(f"{n} {v:g}" for n, v in zip(names, setting))
+                        + f": valid {valid_metric} {rows[-1]['valid'][valid_metric]:.4f}")
         best = max(rows, key=lambda r: r["valid"][valid_metric])  # max keeps the first of equal values
-        chosen = (best["rescore_weight"], best["candidates"], best["prior"])
+        chosen = tuple(best[n] for n in names)
         test = {}
         for setting in dict.fromkeys((chosen, trained)):
             apply(setting)
@@ -281,7 +292,7 @@ def rescore_sweep(model, evaluate, valid_data, test_data, weights, valid_metric:
                 test[setting]["groups"] = by_group(test_data)
     finally:
         apply(trained)
-    return {"valid_metric": valid_metric, "trained_weight": trained[0], "trained_candidates": trained[1],
-            "trained_prior": trained[2], "weights": rows, "chosen_weight": chosen[0],
-            "chosen_candidates": chosen[1], "chosen_prior": chosen[2],
-            "test_at_chosen": test[chosen], "test_at_trained": test[trained]}
+    out = {"valid_metric": valid_metric}
+    for which, setting in (("trained", trained), ("chosen", chosen)):
+        out.update({f"{which}_{name}": value for (_, name, _), value in zip(SWEEP_AXES, setting)})
+    return {**out, "weights": rows, "test_at_chosen": test[chosen], "test_at_trained": test[trained]}

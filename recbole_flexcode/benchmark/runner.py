@@ -149,7 +149,7 @@ FLEXCODE_SETTING_ROWS = {
     "model_defaults": {"variant": "full", **_model_defaults(
         "n_encoder_layers", "n_decoder_layers", "dropout_prob", "bf16", "train_batch_size", "learning_rate",
         "lr_warmup_steps", "lr_schedule", "epochs", "item_head_weight", "item_head_candidates", "item_head_prior",
-        "item_head_user", "item_head_features")},
+        "item_head_user", "item_head_features", "item_head_shrink")},
     "no_item_head": {"variant": "full", "item_head_weight": 0.0},
 }
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")

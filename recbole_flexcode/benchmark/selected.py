@@ -3,7 +3,7 @@
     python -m recbole_flexcode.benchmark.selected --dataset=Amazon_Beauty --out=results/cpu_fast \
         [--models=SASRec,FlexCode-fix_user_last,...] [--analysis=<folder>]
 
-The item head's inference settings (re-scoring weight, proposed candidates, popularity prior;
+The item head's inference settings (re-scoring weight, proposed candidates, popularity prior, path-score shrinkage;
 docs/design.md, "Item-level capacity") act after training, so a row can be trained and tested at
 one setting (its run JSON, ``<out>/<dataset>/runs/``) and evaluated at others afterwards with
 ``python -m recbole_flexcode.diagnose <checkpoint> --candidates_sweep=...`` (a JSON with a
@@ -54,16 +54,16 @@ def load_sweeps(folder: str) -> dict[str, list[dict]]:
 
 
 def _setting(sweep: dict, which: str) -> dict:
-    # sweeps written before the candidates and the prior existed ran with neither (0 and 0)
+    # sweeps written before the candidates, the prior and the shrinkage existed ran with none of them (0)
     return {"rescore": sweep[f"{which}_weight"], "candidates": sweep.get(f"{which}_candidates", 0),
-            "prior": sweep.get(f"{which}_prior", 0.0)}
+            "prior": sweep.get(f"{which}_prior", 0.0), "shrink": sweep.get(f"{which}_shrink", 0.0)}
 
 
 def _chosen_valid(sweep: dict) -> dict:
     """Validation metrics of the setting the sweep chose (its row in ``weights``)."""
     want = _setting(sweep, "chosen")
     for row in sweep["weights"]:
-        if (row["rescore_weight"], row.get("candidates", 0), row.get("prior", 0.0)) == tuple(want.values()):
+        if (row["rescore_weight"], row.get("candidates", 0), row.get("prior", 0.0), row.get("shrink", 0.0)) == tuple(want.values()):
             return row["valid"]
     raise ValueError("a rescore_sweep whose chosen setting is not among its rows")
 
@@ -99,7 +99,7 @@ def select(record: dict, sweeps: list[dict]) -> dict:
 
 
 def _setting_cell(records: list[dict]) -> str:
-    """Per seed, the chosen setting: ``K<candidates>`` (+ ``w``/``β`` when not 1 and 0); ``–`` without a sweep."""
+    """Per seed, the chosen setting: ``K<candidates>`` (+ ``w``/``β``/``τ`` when not 1, 0, 0); ``–`` without a sweep."""
     cells = []
     for r in records:
         s = r["_selected"]["setting"]
@@ -111,6 +111,8 @@ def _setting_cell(records: list[dict]) -> str:
             cell += f" w{s['rescore']:g}"
         if s["prior"] != 0.0:
             cell += f" β{s['prior']:g}"
+        if s["shrink"] != 0.0:
+            cell += f" τ{s['shrink']:g}"
         cells.append(cell)
     return " / ".join(cells)
 
@@ -140,7 +142,7 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None) ->
         "Each FlexCode run was trained and tested at one item-head setting (its run JSON); where `diagnose` "
         "evaluated the same checkpoint at other settings, the setting with the better validation N@10 is "
         "reported, with its test result (test numbers never choose). K = candidates the item head proposes to "
-        "the beam, w = its re-scoring weight (shown when not 1), β = popularity prior (shown when not 0); "
+        "the beam, w = its re-scoring weight (shown when not 1), β = popularity prior (shown when not 0), τ = path-score shrinkage (shown when not 0); "
         "– = the run's own result, no other setting evaluated. Cells are mean ± sample std over the seeds; "
         "\"vs SASRec\" is against this folder's SASRec row, over the seeds both ran (named when that leaves "
         "out some of SASRec's). Head = test users whose target is among the 20 % "

@@ -31,6 +31,15 @@ A free vector learns only from the rows an item is the target of, so a tail item
 zero at the start (:class:`ItemFeatures`). ``W`` is shared by all items, so every training row
 teaches it, and an item with few interactions is scored by where its embeddings lie.
 
+The generator and the head both estimate ``log p(i | history)``, but the generator's estimate of a
+rare item rests on code tokens it shares with popular neighbours (the head alone keeps more of the
+tail than the sum does, docs/results.md). ``item_head_shrink: τ`` trusts each estimate by the
+evidence behind it, as a credibility weight: item ``i``'s score keeps ``λ_i = c_i / (c_i + τ)`` of
+the path log-probability (``c_i``: its training interactions) and takes the rest from the head's
+log-probability, ``λ_i g_i + (1 − λ_i) h_i`` in place of ``g_i``, before the head's term is added.
+``τ = 0`` is the plain sum; a popular item keeps its path score at any ``τ``, an item never seen in
+training is scored by the head alone. Inference only.
+
 ``item_head_weight: 0`` (the default) builds :class:`NoItemHead`, which changes nothing.
 """
 
@@ -54,6 +63,12 @@ class NoItemHead(nn.Module):
 
     def rescore_beam(self, ids, scores, memory, pad, path_log_probs):
         return ids, scores
+
+
+def credibility(counts: torch.Tensor, shrink: float) -> torch.Tensor:
+    """``λ_i = c_i / (c_i + τ)`` per item (``τ = shrink``), 1 for every item at ``τ = 0``."""
+    total = counts + shrink
+    return torch.where(total > 0, counts / total.clamp_min(1e-12), torch.ones_like(counts))
 
 
 def mean_pool(memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
@@ -101,7 +116,8 @@ class ItemHead(NoItemHead):
     """Free item embeddings re-scoring generated items (see module docstring)."""
 
     def __init__(self, n_items: int, hidden_size: int, weight: float, rescore_weight: float, n_candidates: int = 0,
-                 item_counts=None, prior_weight: float = 0.0, user_pool: str = "mean", features: nn.Module = None):
+                 item_counts=None, prior_weight: float = 0.0, user_pool: str = "mean", features: nn.Module = None,
+                 shrink: float = 0.0):
         super().__init__()
         self.pool, width = USER_POOLS[user_pool]  # the value was checked against properties/ (config_check)
         self.user = nn.Linear(width * hidden_size, hidden_size)
@@ -111,11 +127,13 @@ class ItemHead(NoItemHead):
         self.weight, self.rescore_weight = float(weight), float(rescore_weight)
         self.n_candidates = int(n_candidates)  # inference only: a trained model can be evaluated under several
         self.prior_weight = float(prior_weight)  # inference only, like n_candidates
+        self.shrink = float(shrink)  # inference only, like n_candidates
         counts = torch.zeros(n_items) if item_counts is None else torch.as_tensor(item_counts, dtype=torch.float32)
         log_prior = torch.log((counts + 1.0) / (counts[1:] + 1.0).sum())
         log_prior[0] = 0.0
         # rebuilt from the training split at every construction, so not in the checkpoint (older ones load)
         self.register_buffer("log_prior", log_prior, persistent=False)
+        self.register_buffer("counts", counts, persistent=False)
 
     def log_probs(self, memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """``log softmax_i(u·e_i)`` over all items ``[B, N]`` (padding item excluded)."""
@@ -133,11 +151,16 @@ class ItemHead(NoItemHead):
         return self.rescore_weight * lp - self.prior_weight * self.log_prior.to(lp.dtype)
 
     def rescore(self, scores, memory, pad, items=None, lp=None):
-        """``scores [B, M]`` of ``items [B, M]`` (or of every item, ``[B, N]``) plus the head's :meth:`term`
-        (``lp``: :meth:`log_probs`, when the caller has it already)."""
-        extra = self.term(self.log_probs(memory, pad) if lp is None else lp)
-        extra = extra if items is None else extra.gather(1, items.clamp_min(0))
-        return scores + extra.masked_fill(~torch.isfinite(scores), 0.0)
+        """The generator's path scores ``scores [B, M]`` of ``items [B, M]`` (or of every item, ``[B, N]``),
+        each shrunk towards the head's log-probability by its :func:`credibility`, plus the head's
+        :meth:`term` (``lp``: :meth:`log_probs`, when the caller has it already). Unscored items stay ``-inf``."""
+        lp = self.log_probs(memory, pad) if lp is None else lp
+        extra, trust = self.term(lp), credibility(self.counts, self.shrink).to(lp.dtype).expand_as(lp)
+        if items is not None:
+            index = items.clamp_min(0)
+            lp, extra, trust = lp.gather(1, index), extra.gather(1, index), trust.gather(1, index)
+        blended = trust * scores + (1.0 - trust) * lp + extra
+        return torch.where(torch.isfinite(scores), blended, scores)
 
     @torch.no_grad()
     def rescore_beam(self, ids, scores, memory, pad, path_log_probs):
@@ -172,12 +195,13 @@ def build_item_head(config, n_items: int, hidden_size: int, item_counts=None, to
     weight = float(config["item_head_weight"])
     sources = FEATURE_SOURCES[config["item_head_features"]]  # the value was checked against properties/
     if weight == 0:
-        if float(config["item_head_prior"]) > 0:
-            raise ConfigError("item_head_prior needs the item head (item_head_weight > 0)")
+        for key in ("item_head_prior", "item_head_shrink"):
+            if float(config[key]) > 0:
+                raise ConfigError(f"{key} needs the item head (item_head_weight > 0)")
         if sources:
             raise ConfigError("item_head_features needs the item head (item_head_weight > 0)")
         return NoItemHead()
     features = ItemFeatures(item_features(tokenizer, sources), hidden_size) if sources else None
     return ItemHead(n_items, hidden_size, weight, float(config["item_head_rescore"]),
                     int(config["item_head_candidates"]), item_counts, float(config["item_head_prior"]),
-                    config["item_head_user"], features)
+                    config["item_head_user"], features, float(config["item_head_shrink"]))
