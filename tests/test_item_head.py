@@ -411,3 +411,58 @@ def test_item_features_score_an_item_by_its_embeddings(tiny_data, tmp_path):
         build_item_head(off, 10, 8, tokenizer=model.tokenizer)
     with pytest.raises(ConfigError, match="item_head_features.*must be one of none \\| collaborative \\| semantic \\| both"):
         FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), item_head_features="text"))
+
+
+def test_tied_head_scores_items_by_their_history_embeddings(tiny_data, tmp_path):
+    """``item_head_tied``: the head's item vectors are the history's per-item embeddings, one parameter,
+    so a training step moves an item's head score through the histories it appears in, even when it is
+    never a target; the tie survives a checkpoint. It needs ``history_item_embedding`` and the head."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_flexcode.config import ConfigError, FlexConfig
+    from recbole_flexcode.model.flexcode import FlexCode
+    from recbole_flexcode.pipeline import prepare
+
+    def build(**extra):
+        settings = {**TINY, "item_head_weight": 1.0, "history_item_embedding": True, **extra}
+        config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), **settings))
+        init_seed(config["seed"], config["reproducibility"])
+        train, _, test = data_preparation(config, create_dataset(config))
+        prepare(config, train._dataset)
+        init_seed(config["seed"], config["reproducibility"])
+        return FlexCode(config, train._dataset), train, test
+
+    tied, train, test = build(item_head_tied=True)
+    free, _, _ = build()
+    assert tied.item_head.items is tied.history_id_embedding
+    assert free.item_head.items is not free.history_id_embedding
+    assert sum(p.numel() for p in tied.parameters()) == sum(p.numel() for p in free.parameters()) - tied.n_items * tied.generator.hidden_size
+
+    free_state = free.state_dict()
+    assert all(torch.equal(v, free_state[k]) for k, v in tied.state_dict().items())  # same start
+    batch = next(iter(train))
+    for m in (tied, free):
+        m.eval()  # no dropout: the two forward passes are the same
+        m.zero_grad()
+        m.calculate_loss(batch).backward()
+    # one vector, two roles: its gradient is the free head's plus the free history embedding's
+    both = free.item_head.items.weight.grad + free.history_id_embedding.weight.grad
+    assert free.history_id_embedding.weight.grad.abs().sum() > 0
+    assert torch.allclose(tied.history_id_embedding.weight.grad, both, atol=1e-6)
+    history_only = sorted(set(batch[tied.ITEM_SEQ].flatten().tolist()) - set(batch[tied.POS_ITEM_ID].tolist()) - {0})
+    with torch.no_grad():
+        tied.history_id_embedding.weight[history_only[0]] += 1.0
+    again, _, _ = build(item_head_tied=True)
+    again.load_state_dict(tied.state_dict())
+    assert again.item_head.items is again.history_id_embedding
+    assert torch.equal(again.item_head.items.weight, tied.history_id_embedding.weight)
+    again.eval()
+    with torch.no_grad():
+        scores = again.full_sort_predict(next(iter(test))[0])
+    assert torch.isfinite(scores).sum(1).ge(again.beam_size).all()
+
+    with pytest.raises(ConfigError, match="item_head_tied needs history_item_embedding: True"):
+        build(item_head_tied=True, history_item_embedding=False)
+    with pytest.raises(ConfigError, match="item_head_tied needs the item head"):
+        build(item_head_tied=True, item_head_weight=0.0)

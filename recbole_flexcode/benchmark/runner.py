@@ -127,6 +127,11 @@ FLEXCODE_SETTING_ROWS = {
     # the head's item vectors also project each item's CF and text embeddings (item_head_features): the tail
     "full_user_last_features": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last",
                                 "item_head_features": "both"},
+    # the tail (issue #13): the history's per-item embedding, then the head scoring items by it (tied, as SASRec)
+    "full_user_last_item_emb": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last",
+                                "history_item_embedding": True},
+    "full_user_last_tied": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last",
+                            "history_item_embedding": True, "item_head_tied": True},
     # one group of training settings set to the named value, whatever the run's other flags (the CPU
     # pilot gives every row ml-100k's short schedule and takes one change back per row)
     "epochs20": {"variant": "full", "epochs": 20},
@@ -149,7 +154,7 @@ FLEXCODE_SETTING_ROWS = {
     "model_defaults": {"variant": "full", **_model_defaults(
         "n_encoder_layers", "n_decoder_layers", "dropout_prob", "bf16", "train_batch_size", "learning_rate",
         "lr_warmup_steps", "lr_schedule", "epochs", "item_head_weight", "item_head_candidates", "item_head_prior",
-        "item_head_user", "item_head_features", "item_head_shrink")},
+        "item_head_user", "item_head_features", "item_head_shrink", "item_head_tied")},
     "no_item_head": {"variant": "full", "item_head_weight": 0.0},
 }
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")

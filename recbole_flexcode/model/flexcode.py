@@ -89,8 +89,9 @@ class FlexCode(SequentialRecommender):
         if config["history_item_embedding"]:
             self.history_id_embedding = torch.nn.Embedding(self.n_items, self.generator.hidden_size, padding_idx=0)
             torch.nn.init.zeros_(self.history_id_embedding.weight)  # start from the paper's model
-        # ours: output-side item scores
-        self.item_head = build_item_head(config, self.n_items, self.generator.hidden_size, self.item_counts, tokenizer)
+        # ours: output-side item scores (item_head_tied: by the history's per-item embeddings, as SASRec ties them)
+        self.item_head = build_item_head(config, self.n_items, self.generator.hidden_size, self.item_counts, tokenizer,
+                                         self.history_id_embedding)
         self.to(self.device)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):

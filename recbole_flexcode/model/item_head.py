@@ -40,6 +40,12 @@ log-probability, ``λ_i g_i + (1 − λ_i) h_i`` in place of ``g_i``, before the
 ``τ = 0`` is the plain sum; a popular item keeps its path score at any ``τ``, an item never seen in
 training is scored by the head alone. Inference only.
 
+A free vector also learns only as a target, while SASRec scores items with the same embeddings it
+reads histories by, so an item's vector learns from every history it appears in as well.
+``item_head_tied`` does the same here: the head's ``e_i`` *is* the history's per-item embedding
+(``history_item_embedding``, added to the item's code embeddings at the encoder's input), so a tail
+item seen in a few histories but rarely as a target gets its vector trained by those histories.
+
 ``item_head_weight: 0`` (the default) builds :class:`NoItemHead`, which changes nothing.
 """
 
@@ -117,12 +123,14 @@ class ItemHead(NoItemHead):
 
     def __init__(self, n_items: int, hidden_size: int, weight: float, rescore_weight: float, n_candidates: int = 0,
                  item_counts=None, prior_weight: float = 0.0, user_pool: str = "mean", features: nn.Module = None,
-                 shrink: float = 0.0):
+                 shrink: float = 0.0, items: nn.Embedding = None):
         super().__init__()
         self.pool, width = USER_POOLS[user_pool]  # the value was checked against properties/ (config_check)
         self.user = nn.Linear(width * hidden_size, hidden_size)
-        self.items = nn.Embedding(n_items, hidden_size, padding_idx=0)
-        nn.init.zeros_(self.items.weight)  # start from the generator's own ranking
+        # item_head_tied: the history's per-item embedding, shared (zero at the start too)
+        self.items = nn.Embedding(n_items, hidden_size, padding_idx=0) if items is None else items
+        if items is None:
+            nn.init.zeros_(self.items.weight)  # start from the generator's own ranking
         self.features = NoItemFeatures() if features is None else features
         self.weight, self.rescore_weight = float(weight), float(rescore_weight)
         self.n_candidates = int(n_candidates)  # inference only: a trained model can be evaluated under several
@@ -189,19 +197,25 @@ def item_features(tokenizer, sources) -> torch.Tensor:
     return torch.cat([x.new_zeros(1, x.shape[1]), x], dim=0)
 
 
-def build_item_head(config, n_items: int, hidden_size: int, item_counts=None, tokenizer=None) -> NoItemHead:
+def build_item_head(config, n_items: int, hidden_size: int, item_counts=None, tokenizer=None,
+                    history_items: nn.Embedding = None) -> NoItemHead:
     """The head of ``config`` (``item_counts``: training interactions per item id, for ``item_head_prior``;
-    ``tokenizer``: the item embeddings ``item_head_features`` names)."""
+    ``tokenizer``: the item embeddings ``item_head_features`` names; ``history_items``: the model's
+    per-item history embedding, or ``None``, which ``item_head_tied`` scores items with)."""
     weight = float(config["item_head_weight"])
     sources = FEATURE_SOURCES[config["item_head_features"]]  # the value was checked against properties/
+    tied = bool(config["item_head_tied"])
     if weight == 0:
         for key in ("item_head_prior", "item_head_shrink"):
             if float(config[key]) > 0:
                 raise ConfigError(f"{key} needs the item head (item_head_weight > 0)")
-        if sources:
-            raise ConfigError("item_head_features needs the item head (item_head_weight > 0)")
+        if sources or tied:
+            raise ConfigError(f"{'item_head_features' if sources else 'item_head_tied'} needs the item head (item_head_weight > 0)")
         return NoItemHead()
+    if tied and history_items is None:
+        raise ConfigError("item_head_tied needs history_item_embedding: True (the per-item vectors it shares)")
     features = ItemFeatures(item_features(tokenizer, sources), hidden_size) if sources else None
     return ItemHead(n_items, hidden_size, weight, float(config["item_head_rescore"]),
                     int(config["item_head_candidates"]), item_counts, float(config["item_head_prior"]),
-                    config["item_head_user"], features, float(config["item_head_shrink"]))
+                    config["item_head_user"], features, float(config["item_head_shrink"]),
+                    history_items if tied else None)
