@@ -161,25 +161,33 @@ def test_proposed_candidates_join_the_beam_with_their_exact_scores(built):
     assert torch.allclose(extended[finite], exact[finite], atol=1e-4)  # one scale for beam and proposed items
 
 
-def test_sweep_chooses_rescore_weight_and_candidates_together(built):
+def _sweep_setup(built, record, **attrs):
+    """A copy of the weighted model whose head vectors are random (so the head's settings change the
+    ranking), with ``attrs`` set on it, and ``evaluate(data)`` for the sweep, which appends
+    ``("valid" | "test", *record(head))`` to ``seen``. Returns ``m, evaluate, seen, valid, test``."""
     from recbole.utils import get_trainer
-
-    from recbole_flexcode.analysis.flexcode import rescore_sweep
 
     models, (_, valid, test) = built
     m = copy.deepcopy(models[1.0])
     torch.manual_seed(0)
     with torch.no_grad():
         m.item_head.items.weight.normal_(0.0, 3.0)
-    m.beam_size = 10
-    config = m._config
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, m)
+    for key, value in attrs.items():
+        setattr(m, key, value)
+    trainer = get_trainer(m._config["MODEL_TYPE"], m._config["model"])(m._config, m)
     seen = []
 
     def evaluate(data):
-        seen.append(("valid" if data is valid else "test", m.item_head.rescore_weight, m.item_head.n_candidates))
+        seen.append(("valid" if data is valid else "test", *record(m.item_head)))
         return trainer.evaluate(data, load_best_model=False, show_progress=False)
 
+    return m, evaluate, seen, valid, test
+
+
+def test_sweep_chooses_rescore_weight_and_candidates_together(built):
+    from recbole_flexcode.analysis.flexcode import rescore_sweep
+
+    m, evaluate, seen, valid, test = _sweep_setup(built, lambda h: (h.rescore_weight, h.n_candidates), beam_size=10)
     out = rescore_sweep(m, evaluate, valid, test, [0.0, 2.0], candidates=[0, 30], by_group=lambda d: {"n": 1})
     assert seen[:4] == [("valid", 0.0, 0), ("valid", 0.0, 30), ("valid", 2.0, 0), ("valid", 2.0, 30)]
     scores = [r["valid"]["ndcg@10"] for r in out["weights"]]
@@ -283,24 +291,9 @@ def test_shrinkage_scores_rare_items_by_the_head_and_keeps_popular_paths(built):
 
 
 def test_sweep_chooses_the_shrinkage_on_validation_and_restores_it(built):
-    from recbole.utils import get_trainer
-
     from recbole_flexcode.analysis.flexcode import rescore_sweep
 
-    models, (_, valid, test) = built
-    m = copy.deepcopy(models[1.0])
-    torch.manual_seed(0)
-    with torch.no_grad():
-        m.item_head.items.weight.normal_(0.0, 3.0)
-    m.decode_mode = "exact"
-    config = m._config
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, m)
-    seen = []
-
-    def evaluate(data):
-        seen.append(("valid" if data is valid else "test", m.item_head.shrink))
-        return trainer.evaluate(data, load_best_model=False, show_progress=False)
-
+    m, evaluate, seen, valid, test = _sweep_setup(built, lambda h: (h.shrink,), decode_mode="exact")
     out = rescore_sweep(m, evaluate, valid, test, [1.0], shrinks=[0.0, 3.0, 1e9])
     assert seen[:3] == [("valid", 0.0), ("valid", 3.0), ("valid", 1e9)]
     scores = [r["valid"]["ndcg@10"] for r in out["weights"]]
