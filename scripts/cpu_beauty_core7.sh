@@ -3,18 +3,24 @@
 # (FlexCode-full_user_last, results/cpu_rerun) with one change, then one more: + the history's per-item
 # embedding (FlexCode-full_user_last_item_emb), + the item head scoring items by that embedding
 # (FlexCode-full_user_last_tied, item_head_tied: as SASRec ties its input and output item embeddings).
-# Seed 2020, both rows side by side; each checkpoint then swept over the head's 20 proposed candidates x
-# item_head_shrink τ in {0, 3, 10}, chosen on validation. Full Amazon_Beauty, 2-core CPU, one torch
-# thread per run, two lanes, ~1 h 10 min with the stage caches of core6.sh in cache/ (their seed).
+# The tied row on seeds 2020 and 2021, the untied middle row on seed 2020, three lanes side by side; the
+# third starts once the first has cached seed 2020's stages, so the two seed-2020 rows share them. Each
+# checkpoint is then swept over the head's 20 proposed candidates x item_head_shrink τ in {0, 3, 10},
+# chosen on validation. Full Amazon_Beauty from empty stage caches, 2-core CPU, one torch thread per run,
+# ~1 h 30 min. (This session ran it into /tmp/rerun and copied the folder.)
 # Usage: bash scripts/cpu_beauty_core7.sh [DATA_PATH] [OUT]   (OUT default results/cpu_rerun)
 set -- "${1:-../shared/datasets}" "${2:-results/cpu_rerun}"
 . "$(dirname "$0")/cpu_beauty_common.sh"
-seed=2020
-for row in FlexCode-full_user_last_tied FlexCode-full_user_last_item_emb; do
-  (
-    bench --item_head_candidates=0 --seeds=$seed --models=$row > "$logs/$row-seed$seed.log" 2>&1
-    python -m recbole_flexcode.diagnose "$(checkpoint $row-seed$seed)" --trust --threads=1 --candidates_sweep=20 \
-      --shrink_sweep=0,3,10 "--out=$out/Amazon_Beauty/analysis/shrink-$row-seed$seed.json" > "$logs/shrink-$row-seed$seed.log" 2>&1
-  ) &
-done
+# ROW SEED: train at 0 candidates, then the sweep (JSON and log named shrink-ROW-seedSEED)
+lane() {
+  bench --item_head_candidates=0 --seeds=$2 --models=$1 > "$logs/$1-seed$2.log" 2>&1
+  python -m recbole_flexcode.diagnose "$(checkpoint $1-seed$2)" --trust --threads=1 --candidates_sweep=20 \
+    --shrink_sweep=0,3,10 "--out=$out/Amazon_Beauty/analysis/shrink-$1-seed$2.json" > "$logs/shrink-$1-seed$2.log" 2>&1
+}
+lane FlexCode-full_user_last_tied 2020 &
+lane FlexCode-full_user_last_tied 2021 &
+(
+  until grep -q "tokenizer: saved" "$logs/FlexCode-full_user_last_tied-seed2020.log" 2>/dev/null; do sleep 30; done
+  lane FlexCode-full_user_last_item_emb 2020
+) &
 wait
