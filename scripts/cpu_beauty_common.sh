@@ -19,6 +19,12 @@ sweep20() {
   python -m recbole_flexcode.diagnose "$(checkpoint "$1")" --trust --candidates_sweep=20 \
     "--out=$out/Amazon_Beauty/analysis/$name.json" > "$logs/$name.log" 2>&1
 }
+# ROW TAUS: the finished row's checkpoint at the head's 20 proposed candidates under every item_head_shrink τ
+# in TAUS (comma-separated) on validation; the best is tested (JSON and log named shrink-ROW)
+shrink() {
+  python -m recbole_flexcode.diagnose "$(checkpoint "$1")" --trust --threads=1 --candidates_sweep=20 \
+    "--shrink_sweep=$2" "--out=$out/Amazon_Beauty/analysis/shrink-$1.json" > "$logs/shrink-$1.log" 2>&1
+}
 # ROWS (comma-separated): benchmark.md / .csv of those rows, then selected.md (each FlexCode run at the
 # head setting its validation chose)
 tables() {

@@ -11,16 +11,10 @@
 # Usage: bash scripts/cpu_beauty_core6.sh [DATA_PATH] [OUT]
 set -- "${1:-../shared/datasets}" "${2:-results/cpu_rerun}"
 . "$(dirname "$0")/cpu_beauty_common.sh"
-# ROW: the finished row's checkpoint at 20 proposed candidates under every τ on validation; the best is tested
-# (JSON and log named shrink-ROW)
-shrink() {
-  python -m recbole_flexcode.diagnose "$(checkpoint "$1")" --trust --threads=1 --candidates_sweep=20 \
-    --shrink_sweep=0,3,10,30,100 "--out=$out/Amazon_Beauty/analysis/shrink-$1.json" > "$logs/shrink-$1.log" 2>&1
-}
 for seed in 2020 2021; do
   (
     bench --item_head_candidates=0 --seeds=$seed --models=FlexCode-full_user_last > "$logs/FlexCode-full_user_last-seed$seed.log" 2>&1
-    shrink FlexCode-full_user_last-seed$seed
+    shrink FlexCode-full_user_last-seed$seed 0,3,10,30,100
   ) &
   sleep 30  # the first lane writes the text-embedding cache a little ahead
 done

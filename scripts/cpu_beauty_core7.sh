@@ -17,8 +17,7 @@ set -- "${1:-../shared/datasets}" "${2:-results/cpu_rerun2}"
 # ROW SEED: train at 0 candidates, then the sweep (JSON and log named shrink-ROW-seedSEED)
 lane() {
   bench --item_head_candidates=0 --seeds=$2 --models=$1 > "$logs/$1-seed$2.log" 2>&1
-  python -m recbole_flexcode.diagnose "$(checkpoint $1-seed$2)" --trust --threads=1 --candidates_sweep=20 \
-    --shrink_sweep=0,3,10 "--out=$out/Amazon_Beauty/analysis/shrink-$1-seed$2.json" > "$logs/shrink-$1-seed$2.log" 2>&1
+  shrink $1-seed$2 0,3,10
 }
 lane FlexCode-full_user_last_tied 2020 &
 lane FlexCode-full_user_last_tied 2021 &
