@@ -26,6 +26,13 @@ baseline (SASRec, GRU4Rec: cross-entropy models) ``--token_fit`` reports the tar
 per stratum instead, to compare with FlexCode's item NLL; for every model it adds Recall/NDCG@10 per
 stratum on all validation rows and ``--max_rows`` training rows (RecBole reshuffles the training
 loader on every pass, so these are a fresh random draw of the same size).
+``--by_target`` instead, for any full-sort model (FlexCode at its trained settings, SASRec, ...),
+reports Recall/NDCG@10 on validation and test by what the training split knows of the target item:
+its training count, and the days since its last training interaction
+(:func:`recbole_flexcode.evaluation.target_strata`), each stratum's share of the users, and test's
+N@10 at validation's mix of strata, which separates a valid→test drop due to the test targets being
+other items from one within the strata. The item-head sweeps print the same table at the setting
+validation chose.
 Exit status: 0 success, 2 bad input (missing file, not a FlexCode checkpoint, refused load).
 """
 
@@ -209,6 +216,26 @@ def format_stratum_fit(fits: dict, token_fits: dict | None = None) -> str:
     return markdown_table(head, body)
 
 
+def format_target_strata(valid_groups: dict, test_groups: dict, metric: str = "ndcg@10") -> str:
+    """Validation and test side by side per target stratum (:func:`recbole_flexcode.evaluation.target_strata`),
+    each table closed by test's ``metric`` at validation's mix of strata."""
+    from recbole_flexcode.evaluation import at_mix
+
+    def cell(row):
+        return f"{row[metric]:.4f}" if metric in row else "–"
+
+    out = []
+    for key in ("by_train_count", "by_days_since_last_train"):
+        valid, test = valid_groups["strata"].get(key), test_groups["strata"].get(key)
+        if valid is None or test is None:
+            continue
+        body = [[v["stratum"], f"{v['share']:.3f}", f"{t['share']:.3f}", cell(v), cell(t)] for v, t in zip(valid, test)]
+        out.append(markdown_table([key.replace("_", " "), "valid share", "test share", f"valid {metric}", f"test {metric}"], body))
+        out.append(f"test {metric} {test_groups['all'][metric]:.4f}; at validation's mix of these strata "
+                   f"{at_mix(test, valid, metric):.4f} (validation {valid_groups['all'][metric]:.4f})")
+    return "\n".join(out)
+
+
 def format_token_fit(fits: dict) -> str:
     """One line per (data, stratum, split): the item's ``−log p`` and, per position, ``NLL / top-1 / top-k``.
 
@@ -252,6 +279,9 @@ def main(argv=None) -> int:
     p.add_argument("--shrink_sweep", default=None, metavar="T1,T2,...",
                    help="with the sweeps above (or alone): also choose item_head_shrink (item i keeps c_i / (c_i + τ) of "
                    "its path score, the rest from the head's) among these, every combination evaluated on validation")
+    p.add_argument("--by_target", action="store_true",
+                   help="instead: Recall/NDCG@10 on validation and test by the target item's training count and "
+                   "days since its last training interaction (any full-sort model)")
     p.add_argument("--max_rows", type=int, default=50000,
                    help="training rows scored by --token_fit (default 50000; validation is always whole)")
     p.add_argument("--threads", type=int, default=None,
@@ -298,6 +328,15 @@ def main(argv=None) -> int:
                 "train": stratum_fit(model, train_data, train_data._dataset, n_strata, args.max_rows, nll=not is_flexcode)}
         diag["stratum_fit"] = fits
         print(format_stratum_fit(fits, token_fits))
+        return _write(args.out, diag)
+    if args.by_target:
+        from recbole_flexcode.evaluation import popularity_group_metrics
+
+        groups = {name: popularity_group_metrics(model, data, train_data._dataset, model.device)
+                  for name, data in (("valid", valid_data), ("test", test_data))}
+        diag = {"command": command, "checkpoint": os.path.abspath(args.checkpoint), "dataset": config["dataset"],
+                "seed": config["seed"], "model": config["model"], "by_target": groups}
+        print(format_target_strata(groups["valid"], groups["test"]))
         return _write(args.out, diag)
     if not _is_flexcode(model):
         print(f"error: {config['model']} has no split diagnostic (FlexCode only)", file=sys.stderr)
@@ -376,6 +415,10 @@ def _rescore_sweep(weights_arg, candidates_arg, priors_arg, shrinks_arg, config,
         print(f"{name} (rescore {setting[0]:g}, candidates {setting[1]}, prior {setting[2]:g}, shrink {setting[3]:g}): "
               f"test {metric} {at[metric]:.4f}, "
               f"head {at['groups']['head']['ndcg@10']:.4f}, tail {at['groups']['tail']['ndcg@10']:.4f}")
+    chosen_valid = next(r["valid_groups"] for r in sweep["weights"]
+                        if [r[k] for k in ("rescore_weight", "candidates", "prior", "shrink")]
+                        == [sweep[f"chosen_{k}"] for k in ("weight", "candidates", "prior", "shrink")])
+    print(format_target_strata(chosen_valid, sweep["test_at_chosen"]["groups"]))
     # the checkpoint names the run JSON this sweep belongs to (benchmark.selected)
     diag = {"command": command, "checkpoint": checkpoint, "dataset": config["dataset"], "seed": config["seed"],
             "rescore_sweep": sweep}

@@ -4,6 +4,12 @@ Items are ranked by their interaction count in the *training split*; the 20% mos
 **head**, the rest **tail**.  Test users are grouped by whether their target item is head or
 tail, and Recall@K / NDCG@K are computed inside each group from the same full-ranking scores
 RecBole's evaluator sees (one positive per user under leave-one-out).
+
+The same ranks are also split more finely by what the training split knows of the target item
+(:func:`target_strata`): how often it was interacted with, and how many days before the target's own
+interaction it was last interacted with. Validation and test targets are each user's second-to-last
+and last items, so the two splits can draw on these strata in different proportions;
+:func:`at_mix` separates that from a change within the strata.
 """
 
 from __future__ import annotations
@@ -13,7 +19,14 @@ import math
 import numpy as np
 import torch
 
-from recbole_flexcode.data.popularity import training_item_counts
+from recbole_flexcode.data.popularity import DAY, training_item_counts
+
+#: lower edges of the training-count strata of a target item: never seen, 1-4, 5-9, 10-19, 20-49, 50+
+COUNT_EDGES = (0, 1, 5, 10, 20, 50)
+#: lower edges (days) of the strata by the time from the target item's latest training interaction to
+#: the target's own; items that are never a training target (so have no training time) form a stratum
+#: of their own, "never"
+GAP_EDGES_DAYS = (0, 30, 180, 365)
 
 
 def head_item_mask(counts: np.ndarray, head_fraction: float = 0.2) -> np.ndarray:
@@ -55,6 +68,75 @@ def target_ranks(model, eval_data, device) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(ranks), np.concatenate(targets)
 
 
+def target_times(eval_data) -> np.ndarray | None:
+    """The time of each evaluation user's target interaction, in :func:`target_ranks`' order (``None``
+    when the dataset has no time field). Reads the loader once more, without the model."""
+    time_field = eval_data._dataset.time_field
+    times = []
+    for interaction, _, positive_u, _ in eval_data:
+        if time_field is None or time_field not in interaction.interaction:
+            return None
+        times.append(interaction[time_field][positive_u.to(interaction[time_field].device)].cpu().numpy())
+    return np.concatenate(times).astype(np.float64) if times else np.zeros(0)
+
+
+def last_training_time(train_dataset) -> np.ndarray | None:
+    """Per item id, the latest time it is a training target (NaN if never; ``None`` without a time field).
+    A user's first item is history only, so it has no time of its own here."""
+    time_field = train_dataset.time_field
+    inter = train_dataset.inter_feat
+    if time_field is None or time_field not in inter.columns:
+        return None
+    last = np.full(train_dataset.item_num, np.nan)
+    np.fmax.at(last, inter[train_dataset.iid_field].numpy(), inter[time_field].numpy().astype(np.float64))
+    return last
+
+
+def _strata_rows(ranks, labels, names, ks) -> list[dict]:
+    rows = []
+    for index, name in enumerate(names):
+        mask = labels == index
+        row = {"stratum": name, "users": int(mask.sum()), "share": float(mask.mean()) if len(mask) else float("nan")}
+        row.update(metrics_from_ranks(ranks[mask], ks) if mask.any() else {})
+        rows.append(row)
+    return rows
+
+
+def target_strata(ranks: np.ndarray, targets: np.ndarray, counts: np.ndarray, times: np.ndarray | None = None,
+                  last_train_time: np.ndarray | None = None, ks=(10,)) -> dict:
+    """Recall/NDCG@K per stratum of the target item's training count (:data:`COUNT_EDGES`) and, given
+    each target's time and every item's latest training time, per stratum of the days between the two
+    (:data:`GAP_EDGES_DAYS`; an item with no training time, NaN, is ``"never"``). Each stratum also
+    reports its share of the users, so two splits' mixes can be compared (:func:`at_mix`)."""
+    ranks, targets = np.asarray(ranks), np.asarray(targets)
+    c = np.asarray(counts)[targets]
+    names = [f"{lo}-{hi - 1}" if hi - 1 > lo else str(lo) for lo, hi in zip(COUNT_EDGES, COUNT_EDGES[1:])]
+    names.append(f"{COUNT_EDGES[-1]}+")
+    out = {"by_train_count": _strata_rows(ranks, np.searchsorted(COUNT_EDGES, c, side="right") - 1, names, ks)}
+    if times is not None and last_train_time is not None:
+        gap = (np.asarray(times) - np.asarray(last_train_time)[targets]) / DAY
+        # a target before its item's latest training time (another user's later training row) counts as 0 days
+        labels = np.searchsorted(GAP_EDGES_DAYS, np.maximum(np.nan_to_num(gap), 0.0), side="right") - 1
+        labels = np.where(np.isnan(gap), 0, labels + 1)
+        gap_names = ["never"] + [f"{lo}-{hi} d" for lo, hi in zip(GAP_EDGES_DAYS, GAP_EDGES_DAYS[1:])]
+        gap_names.append(f"{GAP_EDGES_DAYS[-1]}+ d")
+        out["by_days_since_last_train"] = _strata_rows(ranks, labels, gap_names, ks)
+    return out
+
+
+def at_mix(rows: list[dict], mix: list[dict], metric: str = "ndcg@10") -> float:
+    """``metric`` of the strata ``rows`` reweighted to the users' shares in ``mix`` (the same strata of
+    another split): what the split would score with the other's mix of targets. Strata empty in
+    ``rows`` but not in ``mix`` make it undefined (NaN)."""
+    total = 0.0
+    for row, other in zip(rows, mix):
+        if other["share"] > 0:
+            if metric not in row:
+                return float("nan")
+            total += other["share"] * row[metric]
+    return total
+
+
 def capped_interactions(data, max_rows: int | None = None):
     """The interactions of a RecBole loader (training or full-sort), stopping after ``max_rows`` rows.
 
@@ -85,7 +167,8 @@ def metrics_from_ranks(ranks: np.ndarray, ks=(5, 10)) -> dict:
 
 
 def popularity_group_metrics(model, eval_data, train_dataset, device, head_fraction=0.2, ks=(10,)) -> dict:
-    """Recall/NDCG@K over the users whose target is a head item vs a tail item."""
+    """Recall/NDCG@K over the users whose target is a head item vs a tail item, and in ``strata`` by
+    :func:`target_strata`."""
     counts = training_item_counts(train_dataset)
     head = head_item_mask(counts, head_fraction)
     ranks, targets = target_ranks(model, eval_data, device)
@@ -97,4 +180,5 @@ def popularity_group_metrics(model, eval_data, train_dataset, device, head_fract
         result[name] = group
     result["all"] = metrics_from_ranks(ranks, ks)
     result["all"]["users"] = int(len(ranks))
+    result["strata"] = target_strata(ranks, targets, counts, target_times(eval_data), last_training_time(train_dataset), ks)
     return result

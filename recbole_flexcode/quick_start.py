@@ -225,11 +225,15 @@ def run(
     from recbole.data.dataloader import FullSortEvalDataLoader
 
     # head/tail ranks need every item's score; sampled evaluation (uniN, GAUC) has no such ranks
-    groups = (
-        popularity_group_metrics(trainer.model, test_data, train_data._dataset, config["device"], ks=tuple(config["topk"]))
-        if isinstance(test_data, FullSortEvalDataLoader)
-        else None
-    )
+    def groups_of(data):
+        if not isinstance(data, FullSortEvalDataLoader):
+            return None
+        return popularity_group_metrics(trainer.model, data, train_data._dataset, config["device"], ks=tuple(config["topk"]))
+
+    groups = groups_of(test_data)
+    # the selected checkpoint on validation too, by the same strata: whether a valid→test drop comes from the
+    # test targets being other items (evaluation.at_mix)
+    valid_groups = groups_of(valid_data)
 
     result = {
         "model": config["model"],
@@ -241,6 +245,7 @@ def run(
         "best_valid_result": _plain(dict(best_valid_result or {})),
         "test_result": _plain(dict(test_result)),
         "popularity_groups": groups,
+        "popularity_groups_valid": valid_groups,
         "n_test_users": n_test_users,
         "timings_s": timings,
         "training": {**watch.summary(), "resumed": resumed},

@@ -81,6 +81,19 @@ def test_main_end_to_end(tiny_data, tmp_path, capsys, monkeypatch):
         ) / groups["all"]["users"]
         assert weighted == pytest.approx(groups["all"][name])
 
+    # the finer strata by the target's training count and recency, on test and on validation (the same
+    # checkpoint): each covers every user once and averages back to the whole
+    assert result["popularity_groups_valid"]["all"]["users"] == N_USERS
+    for split in (groups, result["popularity_groups_valid"]):
+        assert set(split["strata"]) == {"by_train_count", "by_days_since_last_train"}
+        for rows in split["strata"].values():
+            assert sum(r["users"] for r in rows) == N_USERS
+            assert sum(r["share"] * r["ndcg@10"] for r in rows if r["users"]) == pytest.approx(split["all"]["ndcg@10"])
+    # an item unseen in training is never a training target either
+    strata = groups["strata"]
+    assert strata["by_days_since_last_train"][0]["stratum"] == "never"
+    assert strata["by_days_since_last_train"][0]["users"] >= strata["by_train_count"][0]["users"]
+
     # the checkpoint RecBole tested on was written (and is trusted) by this process
     assert os.path.isfile(result["checkpoint"]) and compat.is_trusted_checkpoint(result["checkpoint"])
     assert not result_file.with_name(result_file.name + ".tmp").exists()

@@ -412,6 +412,31 @@ def test_diagnose_item_nll_of_a_full_sort_baseline(trained, monkeypatch, tmp_pat
     assert sum(r["n_rows"] for r in flat["by_stratum"]) == valid_rows
 
 
+def test_diagnose_by_target_on_a_full_sort_baseline(trained, monkeypatch, tmp_path, capsys):
+    """``diagnose --by_target`` on SASRec: validation and test by target stratum, test at validation's mix."""
+    import json
+
+    from recbole_flexcode import diagnose
+    from recbole_flexcode.evaluation import at_mix
+
+    monkeypatch.chdir(trained["work"])
+    out = tmp_path / "by_target.json"
+    assert diagnose.main([trained["trainer"].saved_model_file, "--by_target", f"--out={out}"]) == 0
+    groups = json.loads(out.read_text())["by_target"]
+    n_users = len(trained["test_data"]._dataset.inter_feat)
+    assert groups["valid"]["all"]["users"] == groups["test"]["all"]["users"] == n_users
+    # the test metric is RecBole's own on the checkpoint
+    assert groups["test"]["all"]["ndcg@10"] == pytest.approx(float(trained["in_memory"]["ndcg@10"]), abs=5e-5)
+    printed = capsys.readouterr().out
+    for key in ("by_train_count", "by_days_since_last_train"):
+        valid, test = groups["valid"]["strata"][key], groups["test"]["strata"][key]
+        assert [r["stratum"] for r in valid] == [r["stratum"] for r in test]
+        assert sum(r["users"] for r in test) == n_users
+        # test at test's own mix is test; at validation's mix, the number printed
+        assert at_mix(test, test) == pytest.approx(groups["test"]["all"]["ndcg@10"])
+        assert f"at validation's mix of these strata {at_mix(test, valid):.4f}" in printed
+
+
 def test_atomic_file_with_leading_quote_loads(tmp_path):
     """A title starting with '"' (as in Amazon_Beauty) used to break RecBole's pandas reader."""
     from recbole.data import create_dataset
