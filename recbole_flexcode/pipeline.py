@@ -99,7 +99,10 @@ def tokenizer_stage(embeddings: dict, settings: dict, cache_dir: str | None, sho
         except DamagedArtefact as exc:
             logger.warning("tokenizer: damaged cache entry (%s); rebuilding it", exc)
     built_from = {name: [list(np.asarray(a).shape) for a in arrays] for name, arrays in embeddings.items()}
-    tok = ItemTokenizer.fit(embeddings, **settings, cache_key=key, built_from={"embeddings": built_from},
+    # each input's content, so that two machines' tokenizers with different keys name the stage that differs
+    fingerprints = {name: [cache_key(embedding=np.asarray(a)) for a in arrays] for name, arrays in embeddings.items()}
+    tok = ItemTokenizer.fit(embeddings, **settings, cache_key=key,
+                            built_from={"embeddings": built_from, "fingerprints": fingerprints},
                             show_progress=show_progress, logger=logger)
     _warn_unused_codes(tok, logger)
     if directory is not None:

@@ -518,6 +518,27 @@ def test_report(flex):
     assert len(rep["collisions"]) == L + 1
     json.dumps(rep)  # JSON-serialisable
 
+    # the fingerprints name the content of each stage's output: the text and CF embeddings as their
+    # stages give them again (cache hits), the tokenizer's paths as the model holds them
+    import logging
+
+    from recbole_flexcode.embeddings.cache import cache_key
+    from recbole_flexcode.embeddings.stages import collaborative_stage, text_stage
+    from recbole_flexcode.pipeline import stage_cache_dir
+
+    log = logging.getLogger("test")
+    directory = stage_cache_dir(flex["config"], log)
+    text, _ = text_stage(flex["config"], flex["train"]._dataset, directory, False, log)
+    cf = collaborative_stage(flex["config"], flex["train"]._dataset, directory, False, log)
+    prints = rep["stage_fingerprints"]
+    assert prints["inputs"] == {"semantic": [cache_key(embedding=text)], "collaborative": [cache_key(embedding=cf["embeddings"])]}
+    assert prints["inputs"]["semantic"] != prints["inputs"]["collaborative"]
+    assert prints["tokenizer"] == flex["model"].tokenizer.spec["cache_key"]
+    assert prints["paths"] == cache_key(paths=flex["model"].tokenizer.paths.cpu().numpy())
+    changed = flex["model"].tokenizer.paths.cpu().numpy().copy()
+    changed[0, 1, 0] += 1
+    assert cache_key(paths=changed) != prints["paths"]
+
 
 def test_quick_start_run_end_to_end(flex, tmp_path, monkeypatch):
     from recbole_flexcode.quick_start import run

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from recbole_flexcode.data.popularity import popularity_strata
+from recbole_flexcode.embeddings.cache import cache_key
 from recbole_flexcode.evaluation import capped_interactions, head_item_mask
 from recbole_flexcode.io import atomic_write
 from recbole_flexcode.tokenizer.ids import PrefixTrie
@@ -57,6 +58,10 @@ def report(model) -> dict:
         "tokenizer_fit": tok.spec.get("fit_result"),
         "collisions": tok.spec["collisions"],
         "disambiguation_tokens": tok.layout.n_disamb,
+        # content fingerprints of the stage outputs: the inputs the tokenizer was fitted on (text, CF
+        # embeddings; None for artefacts saved before they were recorded), its cache key, its token paths
+        "stage_fingerprints": {"inputs": tok.spec["built_from"].get("fingerprints"), "tokenizer": tok.spec["cache_key"],
+                               "paths": cache_key(paths=tok.paths.cpu().numpy())},
         "split_histogram": np.bincount(splits, minlength=model.budget + 1).tolist(),
         "mean_cf_tokens_head": float(splits[head].mean()) if head.any() else None,
         "mean_cf_tokens_tail": float(splits[~head].mean()) if (~head).any() else None,
