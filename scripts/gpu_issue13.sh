@@ -5,12 +5,14 @@
 # scripts/offline_gpu_session.sh, whose header says what to carry: wheels, the Beauty data, and the
 # stage caches): Amazon_Beauty, seeds 2020-2022. FlexCode's Beauty settings are
 # properties/dataset/Amazon_Beauty.yaml's FlexCode section (the short schedule and the item head,
-# chosen by the full-data CPU pilot, scripts/cpu_beauty_pilot.sh); each row takes one change back or adds one:
+# chosen by the full-data CPU pilot, scripts/cpu_beauty_pilot.sh and core2-8); each row takes one change back or adds one:
 #   SASRec                    RecBole's baseline, same protocol
 #   FlexCode-model_defaults   the first H100 runs' configuration (2 + 2 layers, dropout 0.2, constant lr 0.001)
 #   FlexCode-no_item_head     the short schedule alone
-#   FlexCode                  the Beauty settings (short schedule + item head reading the latest
-#                             history state beside the mean, proposing 20 candidates)
+#   FlexCode-full_user_last   + the item head reading the latest history state beside the mean,
+#                             proposing 20 candidates (the untied core)
+#   FlexCode                  the Beauty settings: + the head tied to a per-item history embedding,
+#                             path scores shrunk by τ 3 (adopted on 3 CPU seeds, docs/results.md)
 #   FlexCode-fix              the same with the fixed split (2 CF + 1 semantic token) instead of the router:
 #                             it ties the router on three CPU seeds (docs/results.md, fifth session)
 #   FlexCode-semantic_only    the Beauty settings on semantic IDs only
@@ -31,7 +33,7 @@
 set -u
 carry=$1; shift
 jobs=""
-for row in SASRec FlexCode-model_defaults FlexCode-no_item_head FlexCode FlexCode-fix FlexCode-semantic_only FlexCode-tiger; do
+for row in SASRec FlexCode-model_defaults FlexCode-no_item_head FlexCode-full_user_last FlexCode FlexCode-fix FlexCode-semantic_only FlexCode-tiger; do
   for seed in 2020 2021 2022; do jobs="$jobs $row:$seed"; done
 done
 for row in SASRec-h128 SASRec-dropout02 SASRec-len50 SASRec-lr0003; do jobs="$jobs $row:2020"; done

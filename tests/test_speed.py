@@ -231,3 +231,25 @@ def test_model_defaults_row_takes_back_a_dataset_section():
         assert config[key] == defaults[key], key
     assert FlexConfig("FlexCode", "Amazon_Beauty", cmd_args=dict(runner.parse_row("FlexCode-no_item_head").overrides))[
         "item_head_weight"] == 0.0
+
+
+def test_rows_measured_before_the_tie_keep_the_untied_core():
+    """Beauty's defaults tie the item head to the history's per-item embedding; the rows of the tail ablation
+    measured without it (and the head-less rows, which cannot have it) still train untied."""
+    from recbole_flexcode.benchmark import runner
+
+    def config(row):
+        spec = runner.parse_row(row)
+        return FlexConfig(spec.model, "Amazon_Beauty", cmd_args=dict(spec.overrides))
+
+    tied = config("FlexCode")
+    assert tied["history_item_embedding"] and tied["item_head_tied"] and tied["item_head_shrink"] == 3.0
+    for row in ("FlexCode-full_user_last", "FlexCode-no_item_head", "FlexCode-tiger", "FlexCode-cf_only_user_last"):
+        c = config(row)
+        assert not c["history_item_embedding"] and not c["item_head_tied"] and c["item_head_shrink"] == 0.0, row
+    assert config("FlexCode-full_user_last_item_emb")["history_item_embedding"]
+    assert not config("FlexCode-full_user_last_item_emb")["item_head_tied"]
+    # the tied row of the ablation is today's default core
+    row = config("FlexCode-full_user_last_tied")
+    for key in ("history_item_embedding", "item_head_tied", "item_head_weight", "item_head_user", "item_head_candidates"):
+        assert row[key] == tied[key], key

@@ -91,6 +91,11 @@ RECIPE = {"generator": "t5", "history_encoding": "tokens", "hidden_size": 128, "
           "learner": "adamw", "weight_decay": 0.15, "lr_warmup_steps": 1000, "lr_schedule": "cosine",
           "learning_rate": 0.001, "clip_grad_norm": {"max_norm": 1.0}, "bf16": True}
 
+#: The core before the tie (item_head_tied) became a dataset setting: no per-item history embedding, the head's
+#: own item vectors, no path-score shrinkage; rows measured on it keep their meaning under today's defaults,
+#: and rows without the item head need it (the tie and the shrinkage are parts of the head).
+UNTIED = {"history_item_embedding": False, "item_head_tied": False, "item_head_shrink": 0.0}
+
 def _model_defaults(*keys) -> dict:
     """These keys' values in ``properties/overall.yaml`` < ``properties/model/FlexCode.yaml``."""
     from recbole_flexcode.config import PROPERTIES_DIR, _read_yaml
@@ -114,24 +119,25 @@ FLEXCODE_SETTING_ROWS = {
     # the fixed split the other way round: 1 CF + 2 semantic tokens (the variant fix gives the odd token to CF)
     "fix_cf1": {"variant": "fix", "fixed_cf_tokens": 1},
     # the item head's user vector: the history's mean beside its latest state (SASRec scores from the latter)
-    "fix_user_last": {"variant": "fix", "item_head_user": "mean_last"},
+    "fix_user_last": {"variant": "fix", "item_head_user": "mean_last", **UNTIED},
     # semantic IDs alone with the item head (the semantic_only row takes the dataset's head setting; this
     # one names it, beside the earlier head-less runs of that row)
     "semantic_only_head": {"variant": "semantic_only", "item_head_weight": 1.0},
     # the strengthened core (the head with the mean_last user vector) with one change each: the paper's claims
     # rechecked on it (issue #13 item 5); named rows, since the earlier runs of these variants had the mean head
-    "semantic_only_user_last": {"variant": "semantic_only", "item_head_weight": 1.0, "item_head_user": "mean_last"},
-    "cf_only_user_last": {"variant": "cf_only", "item_head_weight": 1.0, "item_head_user": "mean_last"},
-    "full_user_last": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last"},
-    "fix_no_align_user_last": {"variant": "fix", "align_weight": 0.0, "item_head_user": "mean_last"},
+    "semantic_only_user_last": {"variant": "semantic_only", "item_head_weight": 1.0, "item_head_user": "mean_last",
+                                **UNTIED},
+    "cf_only_user_last": {"variant": "cf_only", "item_head_weight": 1.0, "item_head_user": "mean_last", **UNTIED},
+    "full_user_last": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last", **UNTIED},
+    "fix_no_align_user_last": {"variant": "fix", "align_weight": 0.0, "item_head_user": "mean_last", **UNTIED},
     # the head's item vectors also project each item's CF and text embeddings (item_head_features): the tail
     "full_user_last_features": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last",
-                                "item_head_features": "both"},
+                                "item_head_features": "both", **UNTIED},
     # the tail (issue #13): the history's per-item embedding, then the head scoring items by it (tied, as SASRec)
     "full_user_last_item_emb": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last",
-                                "history_item_embedding": True},
+                                **UNTIED, "history_item_embedding": True},
     "full_user_last_tied": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last",
-                            "history_item_embedding": True, "item_head_tied": True},
+                            **UNTIED, "history_item_embedding": True, "item_head_tied": True},
     # one group of training settings set to the named value, whatever the run's other flags (the CPU
     # pilot gives every row ml-100k's short schedule and takes one change back per row)
     "epochs20": {"variant": "full", "epochs": 20},
@@ -148,14 +154,14 @@ FLEXCODE_SETTING_ROWS = {
     # the public recipes' size (SPEC §6: d 128, 6 heads of 64, FFN 1024, 4 + 4 layers), FlexCode and TIGER-style
     "recipe": {"variant": "full", **RECIPE},
     "recipe_item_head": {"variant": "full", "item_head_weight": 1.0, **RECIPE},
-    "tiger": {"variant": "semantic_only", "item_head_weight": 0.0, **RECIPE},  # TIGER has no item-level parameters
+    "tiger": {"variant": "semantic_only", "item_head_weight": 0.0, **UNTIED, **RECIPE},  # TIGER has no item-level parameters
     # the generator's training settings of properties/model/FlexCode.yaml, over a dataset's own FlexCode
     # section (Amazon_Beauty's, ml-100k's): the configuration of the first H100 runs
     "model_defaults": {"variant": "full", **_model_defaults(
         "n_encoder_layers", "n_decoder_layers", "dropout_prob", "bf16", "train_batch_size", "learning_rate",
         "lr_warmup_steps", "lr_schedule", "epochs", "item_head_weight", "item_head_candidates", "item_head_prior",
-        "item_head_user", "item_head_features", "item_head_shrink", "item_head_tied")},
-    "no_item_head": {"variant": "full", "item_head_weight": 0.0},
+        "item_head_user", "item_head_features", "item_head_shrink", "item_head_tied", "history_item_embedding")},
+    "no_item_head": {"variant": "full", "item_head_weight": 0.0, **UNTIED},
 }
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 _FLEX_ROW = re.compile(r"^FlexCode(?:-(?P<variant>[a-z][a-z0-9_]*?))?(?:-L(?P<budget>\d+))?$")
