@@ -25,6 +25,11 @@ shrink() {
   python -m recbole_flexcode.diagnose "$(checkpoint "$1")" --trust --threads=1 --candidates_sweep=20 \
     "--shrink_sweep=$2" "--out=$out/Amazon_Beauty/analysis/shrink-$1.json" > "$logs/shrink-$1.log" 2>&1
 }
+# ROW SEED: one row and seed trained at 0 candidates, then the sweep (JSON and log named shrink-ROW-seedSEED)
+lane() {
+  bench --item_head_candidates=0 --seeds=$2 --models=$1 > "$logs/$1-seed$2.log" 2>&1
+  shrink $1-seed$2 0,3,10
+}
 # ROWS (comma-separated): benchmark.md / .csv of those rows, then selected.md (each FlexCode run at the
 # head setting its validation chose)
 tables() {

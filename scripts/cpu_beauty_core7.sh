@@ -14,11 +14,6 @@
 # Usage: bash scripts/cpu_beauty_core7.sh [DATA_PATH] [OUT]   (OUT default results/cpu_rerun2)
 set -- "${1:-../shared/datasets}" "${2:-results/cpu_rerun2}"
 . "$(dirname "$0")/cpu_beauty_common.sh"
-# ROW SEED: train at 0 candidates, then the sweep (JSON and log named shrink-ROW-seedSEED)
-lane() {
-  bench --item_head_candidates=0 --seeds=$2 --models=$1 > "$logs/$1-seed$2.log" 2>&1
-  shrink $1-seed$2 0,3,10
-}
 lane FlexCode-full_user_last_tied 2020 &
 lane FlexCode-full_user_last_tied 2021 &
 (
