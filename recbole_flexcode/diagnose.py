@@ -279,6 +279,9 @@ def main(argv=None) -> int:
     p.add_argument("--shrink_sweep", default=None, metavar="T1,T2,...",
                    help="with the sweeps above (or alone): also choose item_head_shrink (item i keeps c_i / (c_i + τ) of "
                    "its path score, the rest from the head's) among these, every combination evaluated on validation")
+    p.add_argument("--tail_floor", type=float, default=None, metavar="N10",
+                   help="with the sweeps above: also test the best setting on validation among those whose validation "
+                   "tail N@10 is at least this (e.g. a baseline's), the head/tail trade as an operating point")
     p.add_argument("--by_target", action="store_true",
                    help="instead: Recall/NDCG@10 on validation and test by the target item's training count and "
                    "days since its last training interaction (any full-sort model)")
@@ -344,7 +347,11 @@ def main(argv=None) -> int:
     sweeps = (args.rescore_sweep, args.candidates_sweep, args.prior_sweep, args.shrink_sweep)
     if any(arg is not None for arg in sweeps):
         return _rescore_sweep(*sweeps, config, model, train_data, valid_data, test_data, command,
-                              os.path.abspath(args.checkpoint), args.out)
+                              os.path.abspath(args.checkpoint), args.out, args.tail_floor)
+    if args.tail_floor is not None:
+        print("error: --tail_floor goes with a sweep (--rescore_sweep, --candidates_sweep, --prior_sweep, --shrink_sweep)",
+              file=sys.stderr)
+        return 2
     if args.decode_check > 0:
         try:
             widths = [int(w) for w in args.beam_sizes.split(",") if w.strip()]
@@ -368,7 +375,7 @@ def main(argv=None) -> int:
 
 
 def _rescore_sweep(weights_arg, candidates_arg, priors_arg, shrinks_arg, config, model, train_data, valid_data,
-                   test_data, command, checkpoint, out) -> int:
+                   test_data, command, checkpoint, out, tail_floor=None) -> int:
     from recbole.utils import get_trainer
 
     from recbole_flexcode.analysis.flexcode import rescore_sweep
@@ -401,15 +408,24 @@ def _rescore_sweep(weights_arg, candidates_arg, priors_arg, shrinks_arg, config,
     def by_group(data):
         return popularity_group_metrics(model, data, train_data._dataset, model.device)
 
+    if tail_floor is not None and tail_floor < 0:
+        print(f"error: --tail_floor must be >= 0, got {tail_floor:g}", file=sys.stderr)
+        return 2
     sweep = rescore_sweep(model, evaluate, valid_data, test_data, weights, str(config["valid_metric"]).lower(),
-                          candidates, by_group, priors, shrinks)
+                          candidates, by_group, priors, shrinks, tail_floor)
     metric = sweep["valid_metric"]
     body = [[f"{r['rescore_weight']:g}", str(r["candidates"]), f"{r['prior']:g}", f"{r['shrink']:g}", f"{r['valid'][metric]:.4f}",
              f"{r['valid_groups']['head']['ndcg@10']:.4f}", f"{r['valid_groups']['tail']['ndcg@10']:.4f}"]
             for r in sweep["weights"]]
     print(markdown_table(["item_head_rescore", "item_head_candidates", "item_head_prior", "item_head_shrink", f"valid {metric}",
                           "valid head N@10", "valid tail N@10"], body))
-    for name, at_key in (("chosen on validation", "chosen"), ("as trained", "trained")):
+    tested = [("chosen on validation", "chosen"), ("as trained", "trained")]
+    if tail_floor is not None:
+        if sweep["test_at_floor"] is None:
+            print(f"no setting reaches validation tail N@10 {tail_floor:g}")
+        else:
+            tested.append((f"best with validation tail N@10 >= {tail_floor:g}", "floor"))
+    for name, at_key in tested:
         at = sweep[f"test_at_{at_key}"]
         setting = [sweep[f"{at_key}_{k}"] for k in ("weight", "candidates", "prior", "shrink")]
         print(f"{name} (rescore {setting[0]:g}, candidates {setting[1]}, prior {setting[2]:g}, shrink {setting[3]:g}): "

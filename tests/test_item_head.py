@@ -304,6 +304,40 @@ def test_sweep_chooses_the_shrinkage_on_validation_and_restores_it(built):
     assert (out["trained_weight"], out["trained_candidates"], out["trained_prior"]) == (1.0, 0, 0.0)
 
 
+def test_tail_floor_tests_the_best_setting_whose_validation_tail_reaches_it(built):
+    """``diagnose --tail_floor``: besides the best setting on validation, the best among those whose
+    validation tail N@10 reaches the floor is tested too (both chosen on validation only)."""
+    from recbole_flexcode.analysis.flexcode import rescore_sweep
+
+    m, evaluate, seen, valid, test = _sweep_setup(built, lambda h: (h.shrink,), decode_mode="exact")
+    shrinks = [0.0, 3.0, 1e9]
+    tail_of = {0.0: 0.01, 3.0: 0.02, 1e9: 0.03}  # the shrinkage trades head for tail, as on Beauty
+
+    def by_group(data):
+        return {"tail": {"ndcg@10": tail_of[m.item_head.shrink]}}
+
+    plain = rescore_sweep(m, evaluate, valid, test, [1.0], shrinks=shrinks, by_group=by_group)
+    scores = {r["shrink"]: r["valid"]["ndcg@10"] for r in plain["weights"]}
+    assert len(set(scores.values())) > 1
+    # a floor that the best setting on validation misses, so the floor's choice is another setting
+    floor = max(tail_of[s] for s in shrinks if s != plain["chosen_shrink"]) if plain["chosen_shrink"] != 1e9 else 0.03
+    eligible = [s for s in shrinks if tail_of[s] >= floor]
+    expected = max(eligible, key=lambda s: scores[s])
+    del seen[:]
+    out = rescore_sweep(m, evaluate, valid, test, [1.0], shrinks=shrinks, by_group=by_group, tail_floor=floor)
+    assert (out["tail_floor"], out["floor_shrink"], out["floor_weight"]) == (floor, expected, 1.0)
+    assert ("test", expected) in seen[3:] and out["test_at_floor"]["groups"]["tail"]["ndcg@10"] == tail_of[expected]
+    assert out["chosen_shrink"] == plain["chosen_shrink"]  # the unconstrained choice is unchanged
+    assert m.item_head.shrink == 0.0  # restored
+    # no setting reaches the floor: nothing more is tested
+    del seen[:]
+    none = rescore_sweep(m, evaluate, valid, test, [1.0], shrinks=shrinks, by_group=by_group, tail_floor=0.5)
+    assert none["test_at_floor"] is None and none["floor_shrink"] is None
+    assert len(seen) == 3 + len({none["chosen_shrink"], 0.0})
+    with pytest.raises(ValueError, match="by_group"):
+        rescore_sweep(m, evaluate, valid, test, [1.0], shrinks=shrinks, tail_floor=0.01)
+
+
 def test_mean_last_user_reads_the_latest_history_position(tiny_data, tmp_path):
     """``item_head_user: mean_last``: the head's user vector sees the mean of the encoded history and,
     separately, the latest real position's state, so two histories with one mean but different

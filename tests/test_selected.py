@@ -98,6 +98,8 @@ def test_selected_table_from_a_real_run_and_its_diagnose_sweep(tiny_data, tmp_pa
     diag_path = out / "ml-tiny" / "analysis" / "k5.json"
     assert diagnose.main([run["checkpoint"], "--trust", "--candidates_sweep=5", f"--out={diag_path}"]) == 0
     assert diagnose.main([run["checkpoint"], "--trust", "--shrink_sweep=-1"]) == 2  # one error line, no sweep
+    assert diagnose.main([run["checkpoint"], "--trust", "--tail_floor=0.02"]) == 2  # a floor needs a sweep
+    assert diagnose.main([run["checkpoint"], "--trust", "--candidates_sweep=5", "--tail_floor=-1"]) == 2
     with open(diag_path, encoding="utf-8") as f:
         diag = json.load(f)
     assert diag["checkpoint"] == os.path.abspath(run["checkpoint"])

@@ -248,7 +248,7 @@ SWEEP_AXES = (("rescore_weight", "weight", float), ("n_candidates", "candidates"
 
 @torch.no_grad()
 def rescore_sweep(model, evaluate, valid_data, test_data, weights, valid_metric: str = "ndcg@10",
-                  candidates=None, by_group=None, priors=None, shrinks=None) -> dict:
+                  candidates=None, by_group=None, priors=None, shrinks=None, tail_floor=None) -> dict:
     """Choose the item head's inference settings on validation, after training (ours, issue #13).
 
     ``item_head_rescore`` (its weight in each item's score), ``item_head_candidates`` (how many
@@ -262,7 +262,15 @@ def rescore_sweep(model, evaluate, valid_data, test_data, weights, valid_metric:
     the trainer's full evaluation; ``by_group(data)``, when given, adds every setting's head/tail
     metrics on validation and each tested setting's on test
     (:func:`recbole_flexcode.evaluation.popularity_group_metrics`). The model's settings are restored.
+
+    ``tail_floor`` (needs ``by_group``) names a second operating point, still chosen on validation
+    only: the best ``valid_metric`` among the settings whose validation tail N@10 is at least the
+    floor (for example a baseline's validation tail N@10), tested too (``test_at_floor``; ``None``
+    where no setting reaches the floor). The shrinkage and the prior trade head for tail, so this says
+    what a given tail costs overall.
     """
+    if tail_floor is not None and by_group is None:
+        raise ValueError("tail_floor needs by_group (the head/tail metrics of every setting)")
     head = model.item_head
     if not hasattr(head, "rescore_weight"):
         raise ValueError("the model has no item head (item_head_weight: 0)")
@@ -289,8 +297,13 @@ def rescore_sweep(model, evaluate, valid_data, test_data, weights, valid_metric:
                         + f": valid {valid_metric} {rows[-1]['valid'][valid_metric]:.4f}")
         best = max(rows, key=lambda r: r["valid"][valid_metric])  # max keeps the first of equal values
         chosen = tuple(best[n] for n in names)
+        floor = None
+        if tail_floor is not None:
+            eligible = [r for r in rows if r["valid_groups"]["tail"]["ndcg@10"] >= tail_floor]
+            if eligible:
+                floor = tuple(max(eligible, key=lambda r: r["valid"][valid_metric])[n] for n in names)
         test = {}
-        for setting in dict.fromkeys((chosen, trained)):
+        for setting in dict.fromkeys(s for s in (chosen, trained, floor) if s is not None):
             apply(setting)
             test[setting] = {m: float(v) for m, v in evaluate(test_data).items()}
             if by_group is not None:
@@ -300,4 +313,8 @@ def rescore_sweep(model, evaluate, valid_data, test_data, weights, valid_metric:
     out = {"valid_metric": valid_metric}
     for which, setting in (("trained", trained), ("chosen", chosen)):
         out.update({f"{which}_{name}": value for (_, name, _), value in zip(SWEEP_AXES, setting)})
+    if tail_floor is not None:
+        out["tail_floor"] = float(tail_floor)
+        out.update({f"floor_{name}": None if floor is None else floor[i] for i, (_, name, _) in enumerate(SWEEP_AXES)})
+        out["test_at_floor"] = None if floor is None else test[floor]
     return {**out, "weights": rows, "test_at_chosen": test[chosen], "test_at_trained": test[trained]}
