@@ -15,6 +15,8 @@
 #                             path scores shrunk by τ 3 (adopted on 3 CPU seeds, docs/results.md)
 #   FlexCode-fix              the same with the fixed split (2 CF + 1 semantic token) instead of the router:
 #                             it ties the router on three CPU seeds (docs/results.md, fifth session)
+#   FlexCode-fix_cf1          the fixed split the other way round (1 CF + 2 semantic tokens): the best row on
+#                             validation on three CPU seeds (docs/results.md, eleventh session)
 #   FlexCode-semantic_only    the Beauty settings on semantic IDs only
 #   FlexCode-tiger            T5 4+4 at the public recipes' size over token histories, semantic IDs only,
 #                             no item head (the TIGER-style row; target 0.0384)
@@ -33,7 +35,7 @@
 set -u
 carry=$1; shift
 jobs=""
-for row in SASRec FlexCode-model_defaults FlexCode-no_item_head FlexCode-full_user_last FlexCode FlexCode-fix FlexCode-semantic_only FlexCode-tiger; do
+for row in SASRec FlexCode-model_defaults FlexCode-no_item_head FlexCode-full_user_last FlexCode FlexCode-fix FlexCode-fix_cf1 FlexCode-semantic_only FlexCode-tiger; do
   for seed in 2020 2021 2022; do jobs="$jobs $row:$seed"; done
 done
 for row in SASRec-h128 SASRec-dropout02 SASRec-len50 SASRec-lr0003; do jobs="$jobs $row:2020"; done
