@@ -121,6 +121,7 @@ FLEXCODE_SETTING_ROWS = {
     # ... with dropout 0.1: its validation peaked at epoch 8 of 10 on two seeds of three, the per-item vectors
     # overfitting as they did untied without dropout (docs/results.md, "the history item embedding now hurts")
     "fix_cf1_dropout01": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.1},
+    "fix_cf1_dropout02": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.2},
     # the item head's user vector: the history's mean beside its latest state (SASRec scores from the latter)
     "fix_user_last": {"variant": "fix", "item_head_user": "mean_last", **UNTIED},
     # semantic IDs alone with the item head (the semantic_only row takes the dataset's head setting; this
