@@ -299,6 +299,11 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     keep_freed_memory()
+    sweeps = (args.rescore_sweep, args.candidates_sweep, args.prior_sweep, args.shrink_sweep)
+    if args.tail_floor is not None and (args.tail_floor < 0 or all(arg is None for arg in sweeps)):
+        print(f"error: --tail_floor must be >= 0 and go with a sweep (--rescore_sweep, --candidates_sweep, "
+              f"--prior_sweep, --shrink_sweep), got {args.tail_floor:g}", file=sys.stderr)
+        return 2
     if not os.path.isfile(args.checkpoint):
         print(f"error: no such checkpoint: {args.checkpoint}", file=sys.stderr)
         return 2
@@ -344,14 +349,9 @@ def main(argv=None) -> int:
     if not _is_flexcode(model):
         print(f"error: {config['model']} has no split diagnostic (FlexCode only)", file=sys.stderr)
         return 2
-    sweeps = (args.rescore_sweep, args.candidates_sweep, args.prior_sweep, args.shrink_sweep)
     if any(arg is not None for arg in sweeps):
         return _rescore_sweep(*sweeps, config, model, train_data, valid_data, test_data, command,
                               os.path.abspath(args.checkpoint), args.out, args.tail_floor)
-    if args.tail_floor is not None:
-        print("error: --tail_floor goes with a sweep (--rescore_sweep, --candidates_sweep, --prior_sweep, --shrink_sweep)",
-              file=sys.stderr)
-        return 2
     if args.decode_check > 0:
         try:
             widths = [int(w) for w in args.beam_sizes.split(",") if w.strip()]
@@ -408,9 +408,6 @@ def _rescore_sweep(weights_arg, candidates_arg, priors_arg, shrinks_arg, config,
     def by_group(data):
         return popularity_group_metrics(model, data, train_data._dataset, model.device)
 
-    if tail_floor is not None and tail_floor < 0:
-        print(f"error: --tail_floor must be >= 0, got {tail_floor:g}", file=sys.stderr)
-        return 2
     sweep = rescore_sweep(model, evaluate, valid_data, test_data, weights, str(config["valid_metric"]).lower(),
                           candidates, by_group, priors, shrinks, tail_floor)
     metric = sweep["valid_metric"]
