@@ -28,11 +28,12 @@ stratum on all validation rows and ``--max_rows`` training rows (RecBole reshuff
 loader on every pass, so these are a fresh random draw of the same size).
 ``--by_target`` instead, for any full-sort model (FlexCode at its trained settings, SASRec, ...),
 reports Recall/NDCG@10 on validation and test by what the training split knows of the target item:
-its training count, and the days since its last training interaction
+its training count, the days since its last training interaction, and both crossed
 (:func:`recbole_flexcode.evaluation.target_strata`), each stratum's share of the users, and test's
 N@10 at validation's mix of strata, which separates a valid→test drop due to the test targets being
-other items from one within the strata. The item-head sweeps print the same table at the setting
-validation chose.
+other items from one within the strata; with ``--rows_out=PATH.npz`` it also keeps every row's rank, to
+compare two models on the same rows (:mod:`recbole_flexcode.analysis.paired`). The item-head sweeps print
+the same table at the setting validation chose.
 Exit status: 0 success, 2 bad input (missing file, not a FlexCode checkpoint, refused load).
 """
 
@@ -225,7 +226,7 @@ def format_target_strata(valid_groups: dict, test_groups: dict, metric: str = "n
         return f"{row[metric]:.4f}" if metric in row else "–"
 
     out = []
-    for key in ("by_train_count", "by_days_since_last_train"):
+    for key in ("by_train_count", "by_days_since_last_train", "by_count_and_days"):
         valid, test = valid_groups["strata"].get(key), test_groups["strata"].get(key)
         if valid is None or test is None:
             continue
@@ -285,6 +286,10 @@ def main(argv=None) -> int:
     p.add_argument("--by_target", action="store_true",
                    help="instead: Recall/NDCG@10 on validation and test by the target item's training count and "
                    "days since its last training interaction (any full-sort model)")
+    p.add_argument("--rows_out", default=None, metavar="PATH.npz",
+                   help="with --by_target: also write every evaluation row's rank, target, training count and days "
+                   "since the target's latest training interaction, to pair two models row by row "
+                   "(python -m recbole_flexcode.analysis.paired)")
     p.add_argument("--max_rows", type=int, default=50000,
                    help="training rows scored by --token_fit (default 50000; validation is always whole)")
     p.add_argument("--threads", type=int, default=None,
@@ -303,6 +308,9 @@ def main(argv=None) -> int:
     if args.tail_floor is not None and (args.tail_floor < 0 or all(arg is None for arg in sweeps)):
         print(f"error: --tail_floor must be >= 0 and go with a sweep (--rescore_sweep, --candidates_sweep, "
               f"--prior_sweep, --shrink_sweep), got {args.tail_floor:g}", file=sys.stderr)
+        return 2
+    if args.rows_out is not None and (not args.by_target or not args.rows_out.endswith(".npz")):
+        print(f"error: --rows_out goes with --by_target and names an .npz file, got '{args.rows_out}'", file=sys.stderr)
         return 2
     if not os.path.isfile(args.checkpoint):
         print(f"error: no such checkpoint: {args.checkpoint}", file=sys.stderr)
@@ -338,13 +346,18 @@ def main(argv=None) -> int:
         print(format_stratum_fit(fits, token_fits))
         return _write(args.out, diag)
     if args.by_target:
-        from recbole_flexcode.evaluation import popularity_group_metrics
+        from recbole_flexcode.evaluation import evaluation_rows, group_metrics
 
-        groups = {name: popularity_group_metrics(model, data, train_data._dataset, model.device)
-                  for name, data in (("valid", valid_data), ("test", test_data))}
+        rows = {name: evaluation_rows(model, data, train_data._dataset, model.device)
+                for name, data in (("valid", valid_data), ("test", test_data))}
+        groups = {name: group_metrics(r, train_data._dataset) for name, r in rows.items()}
         diag = {"command": command, "checkpoint": os.path.abspath(args.checkpoint), "dataset": config["dataset"],
                 "seed": config["seed"], "model": config["model"], "by_target": groups}
         print(format_target_strata(groups["valid"], groups["test"]))
+        if args.rows_out:
+            from recbole_flexcode.analysis.paired import save_rows
+
+            save_rows(args.rows_out, rows, {key: diag[key] for key in ("command", "checkpoint", "dataset", "seed", "model")})
         return _write(args.out, diag)
     if not _is_flexcode(model):
         print(f"error: {config['model']} has no split diagnostic (FlexCode only)", file=sys.stderr)

@@ -27,6 +27,11 @@ COUNT_EDGES = (0, 1, 5, 10, 20, 50)
 #: the target's own; items that are never a training target (so have no training time) form a stratum
 #: of their own, "never"
 GAP_EDGES_DAYS = (0, 30, 180, 365)
+#: the coarser strata crossed in :func:`cross_strata`: training count never, 1-9, 10-49, 50+, and days since
+#: the item's latest training interaction never, 0-30, 30+ (rare and stale test targets are where FlexCode
+#: falls behind SASRec on test but not on validation, docs/results.md)
+CROSS_COUNT_EDGES = (0, 1, 10, 50)
+CROSS_GAP_EDGES_DAYS = (0, 30)
 
 
 def head_item_mask(counts: np.ndarray, head_fraction: float = 0.2) -> np.ndarray:
@@ -102,26 +107,42 @@ def _strata_rows(ranks, labels, names, ks) -> list[dict]:
     return rows
 
 
+def _edge_labels(values: np.ndarray, edges) -> tuple[np.ndarray, list[str]]:
+    """The stratum of each value among lower ``edges`` (integer ranges ``lo-hi``, the last ``lo+``)."""
+    names = [f"{lo}-{hi - 1}" if hi - 1 > lo else str(lo) for lo, hi in zip(edges, edges[1:])]
+    names.append(f"{edges[-1]}+")
+    return np.searchsorted(edges, values, side="right") - 1, names
+
+
+def _gap_labels(gap: np.ndarray, edges) -> tuple[np.ndarray, list[str]]:
+    """The stratum of each gap in days among lower ``edges``; NaN (no training time) is ``"never"``."""
+    # a target before its item's latest training time (another user's later training row) counts as 0 days
+    labels = np.searchsorted(edges, np.maximum(np.nan_to_num(gap), 0.0), side="right") - 1
+    names = ["never"] + [f"{lo}-{hi} d" for lo, hi in zip(edges, edges[1:])] + [f"{edges[-1]}+ d"]
+    return np.where(np.isnan(gap), 0, labels + 1), names
+
+
+def cross_strata(target_counts: np.ndarray, gap_days: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Each target's stratum of :data:`CROSS_COUNT_EDGES` x :data:`CROSS_GAP_EDGES_DAYS` (``"1-9 · 30+ d"``):
+    whether a rare target is also a stale one, where the two one-way tables cannot tell."""
+    count_labels, count_names = _edge_labels(np.asarray(target_counts), CROSS_COUNT_EDGES)
+    gap_labels, gap_names = _gap_labels(np.asarray(gap_days, dtype=np.float64), CROSS_GAP_EDGES_DAYS)
+    names = [f"{c} · {g}" for c in count_names for g in gap_names]
+    return count_labels * len(gap_names) + gap_labels, names
+
+
 def target_strata(ranks: np.ndarray, targets: np.ndarray, counts: np.ndarray, times: np.ndarray | None = None,
                   last_train_time: np.ndarray | None = None, ks=(10,)) -> dict:
     """Recall/NDCG@K per stratum of the target item's training count (:data:`COUNT_EDGES`) and, given
     each target's time and every item's latest training time, per stratum of the days between the two
-    (:data:`GAP_EDGES_DAYS`; an item with no training time, NaN, is ``"never"``). Each stratum also
-    reports its share of the users, so two splits' mixes can be compared (:func:`at_mix`)."""
+    (:data:`GAP_EDGES_DAYS`; an item with no training time, NaN, is ``"never"``) and of both at once
+    (:func:`cross_strata`). Each stratum also reports its share of the users, so two splits' mixes can be
+    compared (:func:`at_mix`)."""
     ranks, targets = np.asarray(ranks), np.asarray(targets)
-    c = np.asarray(counts)[targets]
-    names = [f"{lo}-{hi - 1}" if hi - 1 > lo else str(lo) for lo, hi in zip(COUNT_EDGES, COUNT_EDGES[1:])]
-    names.append(f"{COUNT_EDGES[-1]}+")
-    out = {"by_train_count": _strata_rows(ranks, np.searchsorted(COUNT_EDGES, c, side="right") - 1, names, ks)}
-    if times is not None and last_train_time is not None:
-        gap = (np.asarray(times) - np.asarray(last_train_time)[targets]) / DAY
-        # a target before its item's latest training time (another user's later training row) counts as 0 days
-        labels = np.searchsorted(GAP_EDGES_DAYS, np.maximum(np.nan_to_num(gap), 0.0), side="right") - 1
-        labels = np.where(np.isnan(gap), 0, labels + 1)
-        gap_names = ["never"] + [f"{lo}-{hi} d" for lo, hi in zip(GAP_EDGES_DAYS, GAP_EDGES_DAYS[1:])]
-        gap_names.append(f"{GAP_EDGES_DAYS[-1]}+ d")
-        out["by_days_since_last_train"] = _strata_rows(ranks, labels, gap_names, ks)
-    return out
+    has_times = times is not None and last_train_time is not None
+    gap = (np.asarray(times) - np.asarray(last_train_time)[targets]) / DAY if has_times else None
+    rows = {"ranks": ranks, "train_count": np.asarray(counts)[targets], "gap_days": gap, "has_times": has_times}
+    return _strata_of_rows(rows, ks)
 
 
 def at_mix(rows: list[dict], mix: list[dict], metric: str = "ndcg@10") -> float:
@@ -166,12 +187,30 @@ def metrics_from_ranks(ranks: np.ndarray, ks=(5, 10)) -> dict:
     return out
 
 
+def evaluation_rows(model, eval_data, train_dataset, device) -> dict:
+    """One entry per evaluation row (a user, in the loader's order): the target's rank under ``model``
+    (:func:`target_ranks`), the target, its training count and the days from its latest training
+    interaction to the target's own (NaN: never a training target, or no time field). Two models'
+    rows of one split pair up row by row (:mod:`recbole_flexcode.analysis.paired`)."""
+    counts = training_item_counts(train_dataset)
+    ranks, targets = target_ranks(model, eval_data, device)
+    times, last = target_times(eval_data), last_training_time(train_dataset)
+    gap = (times - last[targets]) / DAY if times is not None and last is not None else np.full(len(targets), np.nan)
+    return {"ranks": ranks, "targets": targets, "train_count": counts[targets], "gap_days": gap,
+            "has_times": times is not None and last is not None}
+
+
 def popularity_group_metrics(model, eval_data, train_dataset, device, head_fraction=0.2, ks=(10,)) -> dict:
     """Recall/NDCG@K over the users whose target is a head item vs a tail item, and in ``strata`` by
     :func:`target_strata`."""
+    return group_metrics(evaluation_rows(model, eval_data, train_dataset, device), train_dataset, head_fraction, ks)
+
+
+def group_metrics(rows: dict, train_dataset, head_fraction=0.2, ks=(10,)) -> dict:
+    """:func:`popularity_group_metrics` of rows already ranked (:func:`evaluation_rows`)."""
     counts = training_item_counts(train_dataset)
     head = head_item_mask(counts, head_fraction)
-    ranks, targets = target_ranks(model, eval_data, device)
+    ranks, targets = rows["ranks"], rows["targets"]
     is_head = head[targets]
     result = {"head_fraction": head_fraction, "n_head_items": int(head.sum())}
     for name, mask in (("head", is_head), ("tail", ~is_head)):
@@ -180,5 +219,15 @@ def popularity_group_metrics(model, eval_data, train_dataset, device, head_fract
         result[name] = group
     result["all"] = metrics_from_ranks(ranks, ks)
     result["all"]["users"] = int(len(ranks))
-    result["strata"] = target_strata(ranks, targets, counts, target_times(eval_data), last_training_time(train_dataset), ks)
+    result["strata"] = _strata_of_rows(rows, ks)
     return result
+
+
+def _strata_of_rows(rows: dict, ks) -> dict:
+    """:func:`target_strata` from per-row training counts and gaps."""
+    ranks, c, gap = rows["ranks"], rows["train_count"], rows["gap_days"]
+    out = {"by_train_count": _strata_rows(ranks, *_edge_labels(c, COUNT_EDGES), ks)}
+    if rows["has_times"]:
+        out["by_days_since_last_train"] = _strata_rows(ranks, *_gap_labels(gap, GAP_EDGES_DAYS), ks)
+        out["by_count_and_days"] = _strata_rows(ranks, *cross_strata(c, gap), ks)
+    return out

@@ -437,6 +437,40 @@ def test_diagnose_by_target_on_a_full_sort_baseline(trained, monkeypatch, tmp_pa
         assert f"at validation's mix of these strata {at_mix(test, valid):.4f}" in printed
 
 
+def test_diagnose_by_target_keeps_the_rows_that_pair_two_models(trained, monkeypatch, tmp_path, capsys):
+    """``--rows_out``: every row's rank, consistent with the printed strata; a model paired with itself
+    retrieves the same targets; the option checked before the checkpoint loads."""
+    import json
+
+    import numpy as np
+
+    from recbole_flexcode import diagnose
+    from recbole_flexcode.analysis import paired
+    from recbole_flexcode.evaluation import metrics_from_ranks
+
+    monkeypatch.chdir(trained["work"])
+    rows_file, out = tmp_path / "rows.npz", tmp_path / "by_target.json"
+    ckpt = trained["trainer"].saved_model_file
+    assert diagnose.main([ckpt, "--by_target", f"--rows_out={rows_file}", f"--out={out}"]) == 0
+    groups = json.loads(out.read_text())["by_target"]
+    rows, meta = paired.load_rows(str(rows_file))
+    assert meta["model"] == "SASRec" and "--rows_out" in meta["command"]
+    for split in ("valid", "test"):
+        r = rows[split]
+        assert len(r["ranks"]) == groups[split]["all"]["users"]
+        assert metrics_from_ranks(r["ranks"], (10,))["ndcg@10"] == pytest.approx(groups[split]["all"]["ndcg@10"])
+        # the cross strata printed are those of the saved rows
+        cross = [g for g in groups[split]["strata"]["by_count_and_days"] if g["users"]]
+        pairs = [p for p in paired.paired_strata(r, r) if p["stratum"] != "all"]
+        assert [(p["stratum"], p["users"]) for p in pairs] == [(g["stratum"], g["users"]) for g in cross]
+        assert all(p["only_a"] == p["only_b"] == 0 for p in pairs)
+        assert np.isfinite(r["gap_days"]).any()  # ml-100k has times
+    capsys.readouterr()
+    assert diagnose.main(["missing.pth", "--rows_out=rows.npz"]) == 2
+    assert "--rows_out goes with --by_target" in capsys.readouterr().err
+    assert diagnose.main(["missing.pth", "--by_target", "--rows_out=rows.json"]) == 2
+
+
 def test_atomic_file_with_leading_quote_loads(tmp_path):
     """A title starting with '"' (as in Amazon_Beauty) used to break RecBole's pandas reader."""
     from recbole.data import create_dataset

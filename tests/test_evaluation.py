@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from recbole_flexcode.data.popularity import DAY
-from recbole_flexcode.evaluation import COUNT_EDGES, GAP_EDGES_DAYS, at_mix, metrics_from_ranks, target_strata
+from recbole_flexcode.evaluation import (
+    COUNT_EDGES, CROSS_COUNT_EDGES, CROSS_GAP_EDGES_DAYS, GAP_EDGES_DAYS, at_mix, cross_strata, metrics_from_ranks,
+    target_strata,
+)
 
 # items 1..6 with training counts 0, 1, 7, 12, 30, 80 (item 0 is RecBole's padding id)
 COUNTS = np.array([0, 0, 1, 7, 12, 30, 80])
@@ -68,3 +71,26 @@ def test_at_mix_reweights_to_the_other_splits_shares():
     # a stratum the other split has but this one lacks leaves the reweighting undefined
     lacks = target_strata(np.array([1]), np.array([6]), COUNTS)["by_train_count"]
     assert math.isnan(at_mix(lacks, valid, "recall@10"))
+
+
+def test_cross_strata_tell_rare_and_stale_targets_apart():
+    """The count x days strata: each target in the cell of its coarse training count and its gap."""
+    targets = np.array([1, 2, 3, 4, 5, 6, 6])
+    ranks = np.array([1, 2, 3, 20, 1, 11, 5])
+    times = np.array([0.0, 15 * DAY, 40 * DAY, 400 * DAY, 600 * DAY, 900 * DAY, 1010 * DAY])
+    cross = target_strata(ranks, targets, COUNTS, times, LAST, ks=(10,))["by_count_and_days"]
+    assert _names(cross)[:3] == ["0 · never", "0 · 0-30 d", "0 · 30+ d"]
+    assert len(cross) == len(CROSS_COUNT_EDGES) * (len(CROSS_GAP_EDGES_DAYS) + 1)
+    users = {r["stratum"]: r["users"] for r in cross if r["users"]}
+    # item 1 (count 0, never a target); 2 (count 1, 5 d); 3 (count 7, 40 d); 4, 5 (12 and 30, 300 and 400 d);
+    # 6 twice (80, 0 and 10 d)
+    assert users == {"0 · never": 1, "1-9 · 0-30 d": 1, "1-9 · 30+ d": 1, "10-49 · 30+ d": 2, "50+ · 0-30 d": 2}
+    stale = next(r for r in cross if r["stratum"] == "10-49 · 30+ d")
+    assert stale["recall@10"] == 0.5  # ranks 20 and 1
+
+
+def test_cross_strata_of_counts_and_gaps():
+    labels, names = cross_strata(np.array([0, 3, 9, 10, 49, 50, 500]),
+                                 np.array([np.nan, 29.9, 30.0, -5.0, 400.0, np.nan, 0.0]))
+    assert [names[i] for i in labels] == ["0 · never", "1-9 · 0-30 d", "1-9 · 30+ d", "10-49 · 0-30 d",
+                                          "10-49 · 30+ d", "50+ · never", "50+ · 0-30 d"]
