@@ -145,6 +145,7 @@ FLEXCODE_SETTING_ROWS = {
     # one group of training settings set to the named value, whatever the run's other flags (the CPU
     # pilot gives every row ml-100k's short schedule and takes one change back per row)
     "epochs20": {"variant": "full", "epochs": 20},
+    "dropout01": {"variant": "full", "dropout_prob": 0.1},
     "dropout02": {"variant": "full", "dropout_prob": 0.2},
     "layers_2x2": {"variant": "full", "n_encoder_layers": 2, "n_decoder_layers": 2},
     "lr_constant": {"variant": "full", "learning_rate": 0.001, "lr_warmup_steps": 0, "lr_schedule": "constant",
