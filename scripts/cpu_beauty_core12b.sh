@@ -9,7 +9,7 @@
 set -- "${1:-../shared/datasets}" "${2:-results/cpu_rerun5}"
 . "$(dirname "$0")/cpu_beauty_common.sh"
 analysis=$out/Amazon_Beauty/analysis
-until [ -f "$out/Amazon_Beauty/runs/FlexCode-dropout01-seed2021.json" ]; do sleep 30; done
+until [ -f "$out/Amazon_Beauty/runs/FlexCode-seed2020.json" ]; do sleep 30; done
 python -m recbole_flexcode.benchmark --dataset=Amazon_Beauty "--data_path=$data" --out=/tmp/sas20 --show_progress=False \
   --threads=1 --epochs=30 --seeds=2020 --models=SASRec > "$logs/SASRec-seed2020-retrain.log" 2>&1
 cp /tmp/sas20/Amazon_Beauty/runs/SASRec-seed2020.json "$analysis/SASRec-seed2020-retrain.json"
