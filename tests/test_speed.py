@@ -253,3 +253,22 @@ def test_rows_measured_before_the_tie_keep_the_untied_core():
     row = config("FlexCode-full_user_last_tied")
     for key in ("history_item_embedding", "item_head_tied", "item_head_weight", "item_head_user", "item_head_candidates"):
         assert row[key] == tied[key], key
+
+
+def test_rows_measured_before_dropout_keep_dropout_zero():
+    """Beauty's section trains with dropout 0.1; the rows measured at dropout 0 (the 1 + 2 split beside its
+    dropout twins, the untied ablation, the section's own twin) keep 0, and the dropout rows their rates."""
+    from recbole_flexcode.benchmark import runner
+
+    def dropout(row, dataset="Amazon_Beauty"):
+        spec = runner.parse_row(row)
+        return FlexConfig(spec.model, dataset, cmd_args=dict(spec.overrides))["dropout_prob"]
+
+    assert dropout("FlexCode") == dropout("FlexCode-dropout01") == dropout("FlexCode-fix_cf1_dropout01") == 0.1
+    assert dropout("FlexCode-semantic_only") == 0.1  # the plain variant rows follow the section
+    for row in ("FlexCode-dropout0", "FlexCode-fix_cf1", "FlexCode-full_user_last", "FlexCode-full_user_last_tied",
+                "FlexCode-no_item_head"):
+        assert dropout(row) == 0.0, row
+    assert dropout("FlexCode-fix_cf1_dropout02") == 0.2
+    assert dropout("FlexCode-tiger") == runner.RECIPE["dropout_prob"]  # the recipe's own rate wins over the pin
+    assert dropout("FlexCode", "ml-100k") == 0.0

@@ -92,9 +92,12 @@ RECIPE = {"generator": "t5", "history_encoding": "tokens", "hidden_size": 128, "
           "learning_rate": 0.001, "clip_grad_norm": {"max_norm": 1.0}, "bf16": True}
 
 #: The core before the tie (item_head_tied) became a dataset setting: no per-item history embedding, the head's
-#: own item vectors, no path-score shrinkage; rows measured on it keep their meaning under today's defaults,
-#: and rows without the item head need it (the tie and the shrinkage are parts of the head).
-UNTIED = {"history_item_embedding": False, "item_head_tied": False, "item_head_shrink": 0.0}
+#: own item vectors, no path-score shrinkage, and no dropout (Beauty's section then); rows measured on it keep
+#: their meaning under today's defaults, and rows without the item head need it (the tie and the shrinkage are
+#: parts of the head).
+UNTIED = {"history_item_embedding": False, "item_head_tied": False, "item_head_shrink": 0.0, "dropout_prob": 0.0}
+#: Rows measured on the tied core before Beauty's section took dropout 0.1 keep dropout 0 by name.
+NO_DROPOUT = {"dropout_prob": 0.0}
 
 def _model_defaults(*keys) -> dict:
     """These keys' values in ``properties/overall.yaml`` < ``properties/model/FlexCode.yaml``."""
@@ -117,7 +120,7 @@ FLEXCODE_SETTING_ROWS = {
     "item_emb_head_tokens": {"variant": "full", "history_item_embedding": True, "item_head_weight": 1.0,
                              "history_encoding": "tokens"},
     # the fixed split the other way round: 1 CF + 2 semantic tokens (the variant fix gives the odd token to CF)
-    "fix_cf1": {"variant": "fix", "fixed_cf_tokens": 1},
+    "fix_cf1": {"variant": "fix", "fixed_cf_tokens": 1, **NO_DROPOUT},
     # ... with dropout 0.1: its validation peaked at epoch 8 of 10 on two seeds of three, the per-item vectors
     # overfitting as they did untied without dropout (docs/results.md, "the history item embedding now hurts")
     "fix_cf1_dropout01": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.1},
@@ -145,6 +148,7 @@ FLEXCODE_SETTING_ROWS = {
     # one group of training settings set to the named value, whatever the run's other flags (the CPU
     # pilot gives every row ml-100k's short schedule and takes one change back per row)
     "epochs20": {"variant": "full", "epochs": 20},
+    "dropout0": {"variant": "full", **NO_DROPOUT},  # Beauty's section before it took dropout 0.1
     "dropout01": {"variant": "full", "dropout_prob": 0.1},
     "dropout02": {"variant": "full", "dropout_prob": 0.2},
     "layers_2x2": {"variant": "full", "n_encoder_layers": 2, "n_decoder_layers": 2},
