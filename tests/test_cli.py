@@ -81,11 +81,11 @@ def test_main_end_to_end(tiny_data, tmp_path, capsys, monkeypatch):
         ) / groups["all"]["users"]
         assert weighted == pytest.approx(groups["all"][name])
 
-    # the finer strata by the target's training count and recency, on test and on validation (the same
-    # checkpoint): each covers every user once and averages back to the whole
+    # the finer strata by the target's training count, its recency and both crossed, on test and on validation
+    # (the same checkpoint): each covers every user once and averages back to the whole
     assert result["popularity_groups_valid"]["all"]["users"] == N_USERS
     for split in (groups, result["popularity_groups_valid"]):
-        assert set(split["strata"]) == {"by_train_count", "by_days_since_last_train"}
+        assert set(split["strata"]) == {"by_train_count", "by_days_since_last_train", "by_count_and_days"}
         for rows in split["strata"].values():
             assert sum(r["users"] for r in rows) == N_USERS
             assert sum(r["share"] * r["ndcg@10"] for r in rows if r["users"]) == pytest.approx(split["all"]["ndcg@10"])
