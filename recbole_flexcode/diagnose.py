@@ -284,8 +284,8 @@ def main(argv=None) -> int:
                    help="with the sweeps above: also test the best setting on validation among those whose validation "
                    "tail N@10 is at least this (e.g. a baseline's), the head/tail trade as an operating point")
     p.add_argument("--by_target", action="store_true",
-                   help="instead: Recall/NDCG@10 on validation and test by the target item's training count and "
-                   "days since its last training interaction (any full-sort model)")
+                   help="instead: Recall/NDCG@10 on validation and test by the target item's training count, the "
+                   "days since its last training interaction, and both crossed (any full-sort model)")
     p.add_argument("--rows_out", default=None, metavar="PATH.npz",
                    help="with --by_target: also write every evaluation row's rank, target, training count and days "
                    "since the target's latest training interaction, to pair two models row by row "

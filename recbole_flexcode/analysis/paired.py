@@ -93,7 +93,7 @@ def format_paired(split: str, rows: list[dict], name_a: str, name_b: str, k: int
 
 
 def _label(meta: dict, path: str) -> str:
-    return meta.get("row") or meta.get("model") or os.path.basename(path)
+    return meta.get("model") or os.path.basename(path)
 
 
 def main(argv=None) -> int:
