@@ -290,6 +290,9 @@ def main(argv=None) -> int:
                    help="with --by_target: also write every evaluation row's rank, target, training count and days "
                    "since the target's latest training interaction, to pair two models row by row "
                    "(python -m recbole_flexcode.analysis.paired)")
+    p.add_argument("--item_head_shrink", type=float, default=None, metavar="TAU",
+                   help="with --by_target on a FlexCode checkpoint with an item head: evaluate at this path-score "
+                   "shrinkage τ instead of the trained one (an inference setting; the sweeps choose it on validation)")
     p.add_argument("--max_rows", type=int, default=50000,
                    help="training rows scored by --token_fit (default 50000; validation is always whole)")
     p.add_argument("--threads", type=int, default=None,
@@ -311,6 +314,10 @@ def main(argv=None) -> int:
         return 2
     if args.rows_out is not None and (not args.by_target or not args.rows_out.endswith(".npz")):
         print(f"error: --rows_out goes with --by_target and names an .npz file, got '{args.rows_out}'", file=sys.stderr)
+        return 2
+    if args.item_head_shrink is not None and (not args.by_target or args.item_head_shrink < 0):
+        print(f"error: --item_head_shrink goes with --by_target and must be >= 0, got {args.item_head_shrink:g}",
+              file=sys.stderr)
         return 2
     if not os.path.isfile(args.checkpoint):
         print(f"error: no such checkpoint: {args.checkpoint}", file=sys.stderr)
@@ -348,6 +355,12 @@ def main(argv=None) -> int:
     if args.by_target:
         from recbole_flexcode.evaluation import evaluation_rows, group_metrics
 
+        if args.item_head_shrink is not None:
+            if not _is_flexcode(model) or not hasattr(model.item_head, "shrink"):
+                print(f"error: --item_head_shrink needs a FlexCode checkpoint with an item head, got {config['model']}",
+                      file=sys.stderr)
+                return 2
+            model.item_head.shrink = float(args.item_head_shrink)
         rows = {name: evaluation_rows(model, data, train_data._dataset, model.device)
                 for name, data in (("valid", valid_data), ("test", test_data))}
         groups = {name: group_metrics(r, train_data._dataset) for name, r in rows.items()}

@@ -7,6 +7,8 @@ import json
 import math
 import os
 
+import pytest
+
 from recbole_flexcode import diagnose
 from recbole_flexcode.benchmark import runner, selected
 
@@ -114,3 +116,23 @@ def test_selected_table_from_a_real_run_and_its_diagnose_sweep(tiny_data, tmp_pa
     md = (out / "ml-tiny" / "selected.md").read_text()
     assert f"| FlexCode-fix | 1 | 2020 | {'K5' if better else 'K0'} |" in md
     assert run["command"] in md and diag["command"] in md.split("Inference settings evaluated by:")[1]
+
+    # --by_target at another shrinkage τ (here: path scores all but replaced by the head's) ranks the targets
+    # otherwise, and scores them as the sweep does at that τ (one setting: it is chosen)
+    import numpy as np
+
+    from recbole_flexcode.analysis.paired import load_rows
+
+    tau = out / "tau.json"
+    assert diagnose.main([run["checkpoint"], "--trust", "--shrink_sweep=1000000", f"--out={tau}"]) == 0
+    at_tau = json.loads(tau.read_text())["rescore_sweep"]["test_at_chosen"]["ndcg@10"]
+    by = out / "by_tau.json"
+    ranks = {}
+    for name, extra in (("trained", []), ("tau", ["--item_head_shrink=1000000"])):
+        assert diagnose.main([run["checkpoint"], "--trust", "--by_target", *extra, f"--rows_out={out / name}.npz",
+                              f"--out={by}"]) == 0
+        ranks[name] = load_rows(str(out / f"{name}.npz"))[0]["valid"]["ranks"]
+    assert json.loads(by.read_text())["by_target"]["test"]["all"]["ndcg@10"] == pytest.approx(at_tau, abs=5e-5)
+    assert not np.array_equal(ranks["trained"], ranks["tau"])
+    assert diagnose.main([run["checkpoint"], "--trust", "--item_head_shrink=3"]) == 2  # needs --by_target
+    assert diagnose.main([run["checkpoint"], "--trust", "--by_target", "--item_head_shrink=-1"]) == 2
