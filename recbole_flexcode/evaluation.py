@@ -28,8 +28,8 @@ COUNT_EDGES = (0, 1, 5, 10, 20, 50)
 #: of their own, "never"
 GAP_EDGES_DAYS = (0, 30, 180, 365)
 #: the coarser strata crossed in :func:`cross_strata`: training count never, 1-9, 10-49, 50+, and days since
-#: the item's latest training interaction never, 0-30, 30+ (rare and stale test targets are where FlexCode
-#: falls behind SASRec on test but not on validation, docs/results.md)
+#: the item's latest training interaction never, 0-30, 30+ (coarse so that each cell holds hundreds of users;
+#: docs/design.md, "Targets by what training knows of them")
 CROSS_COUNT_EDGES = (0, 1, 10, 50)
 CROSS_GAP_EDGES_DAYS = (0, 30)
 

@@ -469,6 +469,10 @@ def test_diagnose_by_target_keeps_the_rows_that_pair_two_models(trained, monkeyp
     assert diagnose.main(["missing.pth", "--rows_out=rows.npz"]) == 2
     assert "--rows_out goes with --by_target" in capsys.readouterr().err
     assert diagnose.main(["missing.pth", "--by_target", "--rows_out=rows.json"]) == 2
+    # the shrinkage τ is FlexCode's item head's: on SASRec one error line, nothing written
+    assert diagnose.main([ckpt, "--by_target", "--item_head_shrink=3", f"--rows_out={tmp_path / 'no.npz'}"]) == 2
+    assert "needs a FlexCode checkpoint with an item head" in capsys.readouterr().err
+    assert not (tmp_path / "no.npz").exists()
 
 
 def test_atomic_file_with_leading_quote_loads(tmp_path):
