@@ -293,6 +293,9 @@ def main(argv=None) -> int:
     p.add_argument("--item_head_shrink", type=float, default=None, metavar="TAU",
                    help="with --by_target on a FlexCode checkpoint with an item head: evaluate at this path-score "
                    "shrinkage τ instead of the trained one (an inference setting; the sweeps choose it on validation)")
+    p.add_argument("--item_head_candidates", type=int, default=None, metavar="K",
+                   help="with --by_target on a FlexCode checkpoint with an item head: the head proposes its top K items "
+                   "to the beam's candidates instead of the trained number (an inference setting, like τ)")
     p.add_argument("--max_rows", type=int, default=50000,
                    help="training rows scored by --token_fit (default 50000; validation is always whole)")
     p.add_argument("--threads", type=int, default=None,
@@ -317,6 +320,10 @@ def main(argv=None) -> int:
         return 2
     if args.item_head_shrink is not None and (not args.by_target or args.item_head_shrink < 0):
         print(f"error: --item_head_shrink goes with --by_target and must be >= 0, got {args.item_head_shrink:g}",
+              file=sys.stderr)
+        return 2
+    if args.item_head_candidates is not None and (not args.by_target or args.item_head_candidates < 0):
+        print(f"error: --item_head_candidates goes with --by_target and must be >= 0, got {args.item_head_candidates}",
               file=sys.stderr)
         return 2
     if not os.path.isfile(args.checkpoint):
@@ -355,12 +362,16 @@ def main(argv=None) -> int:
     if args.by_target:
         from recbole_flexcode.evaluation import evaluation_rows, group_metrics
 
-        if args.item_head_shrink is not None:
-            if not _is_flexcode(model) or not hasattr(model.item_head, "shrink"):
-                print(f"error: --item_head_shrink needs a FlexCode checkpoint with an item head, got {config['model']}",
+        overrides = {"shrink": args.item_head_shrink, "n_candidates": args.item_head_candidates}
+        for attr, value in overrides.items():
+            if value is None:
+                continue
+            if not _is_flexcode(model) or not hasattr(model.item_head, attr):
+                flag = "--item_head_shrink" if attr == "shrink" else "--item_head_candidates"
+                print(f"error: {flag} needs a FlexCode checkpoint with an item head, got {config['model']}",
                       file=sys.stderr)
                 return 2
-            model.item_head.shrink = float(args.item_head_shrink)
+            setattr(model.item_head, attr, type(getattr(model.item_head, attr))(value))
         rows = {name: evaluation_rows(model, data, train_data._dataset, model.device)
                 for name, data in (("valid", valid_data), ("test", test_data))}
         groups = {name: group_metrics(r, train_data._dataset) for name, r in rows.items()}

@@ -136,3 +136,12 @@ def test_selected_table_from_a_real_run_and_its_diagnose_sweep(tiny_data, tmp_pa
     assert not np.array_equal(ranks["trained"], ranks["tau"])
     assert diagnose.main([run["checkpoint"], "--trust", "--item_head_shrink=3"]) == 2  # needs --by_target
     assert diagnose.main([run["checkpoint"], "--trust", "--by_target", "--item_head_shrink=-1"]) == 2
+
+    # --by_target with the head proposing 5 candidates scores the targets as the K5 sweep above tested them
+    # (the row trained at 0, which scores otherwise on these rows)
+    k5_test = sweep["test_at_chosen"]["ndcg@10"]
+    assert k5_test != pytest.approx(run["test_result"]["ndcg@10"], abs=5e-5)
+    assert diagnose.main([run["checkpoint"], "--trust", "--by_target", "--item_head_candidates=5", f"--out={by}"]) == 0
+    assert json.loads(by.read_text())["by_target"]["test"]["all"]["ndcg@10"] == pytest.approx(k5_test, abs=5e-5)
+    assert diagnose.main([run["checkpoint"], "--trust", "--item_head_candidates=5"]) == 2  # needs --by_target
+    assert diagnose.main([run["checkpoint"], "--trust", "--by_target", "--item_head_candidates=-1"]) == 2
