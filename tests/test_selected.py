@@ -87,6 +87,62 @@ def test_selection_uses_validation_only_and_keeps_the_run_on_ties(tmp_path):
     assert selected.main(["--dataset=Amazon_Beauty", f"--out={tmp_path / 'none'}"]) == 2
 
 
+def _floor_sweep(seed, checkpoint, floor, chosen, at_floor):
+    """A diagnose JSON of a τ sweep with ``--tail_floor=floor``: ``chosen`` and ``at_floor`` are
+    ``(τ, valid N@10, test N@10, test tail N@10)`` (``at_floor`` None: no setting reached the floor)."""
+    def row(tau, valid):
+        return {"rescore_weight": 1.0, "candidates": 20, "prior": 0.0, "shrink": tau, "valid": {"ndcg@10": valid}}
+
+    def test(n10, tail):
+        return {"recall@10": 0.1, "ndcg@10": n10, "groups": {"head": {"ndcg@10": 0.1}, "tail": {"ndcg@10": tail}}}
+
+    sweep = {"valid_metric": "ndcg@10", "trained_weight": 1.0, "trained_candidates": 20, "trained_prior": 0.0,
+             "trained_shrink": chosen[0], "chosen_weight": 1.0, "chosen_candidates": 20, "chosen_prior": 0.0,
+             "chosen_shrink": chosen[0], "weights": [row(chosen[0], chosen[1])],
+             "test_at_chosen": test(*chosen[2:]), "test_at_trained": test(*chosen[2:]), "tail_floor": floor,
+             "floor_weight": None, "floor_candidates": None, "floor_prior": None, "floor_shrink": None,
+             "test_at_floor": None}
+    if at_floor is not None:
+        sweep.update(floor_weight=1.0, floor_candidates=20, floor_prior=0.0, floor_shrink=at_floor[0],
+                     test_at_floor=test(*at_floor[2:]))
+        sweep["weights"].append(row(at_floor[0], at_floor[1]))
+    return {"command": f"python -m recbole_flexcode.diagnose {checkpoint} --shrink_sweep=... --tail_floor={floor}",
+            "checkpoint": f"/abs/{checkpoint}", "dataset": "Amazon_Beauty", "seed": seed, "rescore_sweep": sweep}
+
+
+def test_tail_floor_table_reports_the_floor_operating_point_and_marks_runs_without_one(tmp_path):
+    runs = tmp_path / "Amazon_Beauty" / "runs"
+    analysis = tmp_path / "Amazon_Beauty" / "analysis"
+    runs.mkdir(parents=True)
+    analysis.mkdir()
+    for seed in (1, 2, 3):
+        rec = _fake_record("FlexCode-fix", seed, 0.040, model="FlexCode", overrides={"variant": "fix"})
+        rec["checkpoint"] = f"saved/FlexCode-seed{seed}.pth"
+        runner.write_json_atomic(str(runs / f"FlexCode-fix-seed{seed}.json"), rec)
+    # seed 1: τ 3 is best on validation, τ 10 the best that reaches the floor 0.02
+    runner.write_json_atomic(str(analysis / "f1.json"), _floor_sweep(
+        1, "saved/FlexCode-seed1.pth", 0.02, (3.0, 0.030, 0.050, 0.015), (10.0, 0.028, 0.046, 0.022)))
+    # seed 2: its sweep used another floor; seed 3: no setting reached the floor (both keep the usual choice)
+    runner.write_json_atomic(str(analysis / "f2.json"), _floor_sweep(
+        2, "saved/FlexCode-seed2.pth", 0.01, (3.0, 0.030, 0.052, 0.015), (5.0, 0.029, 0.047, 0.021)))
+    runner.write_json_atomic(str(analysis / "f3.json"), _floor_sweep(
+        3, "saved/FlexCode-seed3.pth", 0.02, (3.0, 0.030, 0.054, 0.015), None))
+
+    assert selected.main(["--dataset=Amazon_Beauty", f"--out={tmp_path}"]) == 0
+    assert selected.main(["--dataset=Amazon_Beauty", f"--out={tmp_path}", "--tail_floor=0.02"]) == 0
+    usual = _read_csv(tmp_path / "Amazon_Beauty" / "selected.csv")["FlexCode-fix"]
+    floor = _read_csv(tmp_path / "Amazon_Beauty" / "selected-tail_floor.csv")["FlexCode-fix"]
+    assert math.isclose(float(usual["ndcg@10_mean"]), (0.050 + 0.052 + 0.054) / 3)
+    assert math.isclose(float(floor["ndcg@10_mean"]), (0.046 + 0.052 + 0.054) / 3)
+    assert math.isclose(float(floor["valid_ndcg@10_mean"]), (0.028 + 0.030 + 0.030) / 3)
+    assert math.isclose(float(floor["tail_ndcg@10_mean"]), (0.022 + 0.015 + 0.015) / 3)
+    md = (tmp_path / "Amazon_Beauty" / "selected-tail_floor.md").read_text()
+    assert "| FlexCode-fix | 3 | 1 / 2 / 3 | K20 τ10 / K20 τ3 * / K20 τ3 * |" in md
+    assert "validation tail N@10 >= 0.02" in md
+    assert "K20 τ3 / K20 τ3 / K20 τ3 |" in (tmp_path / "Amazon_Beauty" / "selected.md").read_text()
+    assert selected.main(["--dataset=Amazon_Beauty", f"--out={tmp_path}", "--tail_floor=-1"]) == 2
+
+
 def test_selected_table_from_a_real_run_and_its_diagnose_sweep(tiny_data, tmp_path, monkeypatch):
     """A tiny FlexCode with the item head, trained at 0 candidates, then swept at 5 by diagnose."""
     monkeypatch.chdir(tmp_path)

@@ -14,6 +14,11 @@ reports that setting's test result: test numbers never choose. Runs with no such
 rows without an item head) keep their own result. The rows are then aggregated over seeds exactly
 as ``benchmark.md`` is (:func:`recbole_flexcode.benchmark.tables.aggregate`), so the two tables
 differ only in the inference setting of the FlexCode rows.
+
+``--tail_floor=N10`` writes ``selected-tail_floor.md`` / ``.csv`` instead: each FlexCode run at the
+operating point ``diagnose --tail_floor=N10`` chose on validation (the best validation N@10 among the
+settings whose validation tail N@10 reaches the floor, for example a baseline's), still never by test
+numbers. Runs with no diagnose JSON at that floor keep the selection above, marked in the table.
 """
 
 from __future__ import annotations
@@ -59,38 +64,50 @@ def _setting(sweep: dict, which: str) -> dict:
             "prior": sweep.get(f"{which}_prior", 0.0), "shrink": sweep.get(f"{which}_shrink", 0.0)}
 
 
-def _chosen_valid(sweep: dict) -> dict:
-    """Validation metrics of the setting the sweep chose (its row in ``weights``)."""
-    want = _setting(sweep, "chosen")
+def _chosen_valid(sweep: dict, which: str = "chosen") -> dict:
+    """Validation metrics of the setting the sweep chose (``which``: ``chosen``, or ``floor``), its row in ``weights``."""
+    want = _setting(sweep, which)
     for row in sweep["weights"]:
         if (row["rescore_weight"], row.get("candidates", 0), row.get("prior", 0.0), row.get("shrink", 0.0)) == tuple(want.values()):
             return row["valid"]
-    raise ValueError("a rescore_sweep whose chosen setting is not among its rows")
+    raise ValueError(f"a rescore_sweep whose {which} setting is not among its rows")
 
 
-def select(record: dict, sweeps: list[dict]) -> dict:
+def _at_floor(sweep: dict, tail_floor: float) -> bool:
+    """Whether ``sweep`` chose an operating point at this validation tail floor (and one reached it)."""
+    return sweep.get("tail_floor") == tail_floor and sweep.get("test_at_floor") is not None
+
+
+def select(record: dict, sweeps: list[dict], tail_floor: float | None = None) -> dict:
     """``record`` with its test, validation and group results at the setting validation prefers.
 
     The candidates are the run's own result and each sweep's chosen setting (only settings that
     were tested can be reported); ``_selected`` says which won: ``setting`` (None: as trained, no
     sweep known) and ``source`` (``"run"`` or the diagnose JSON's path), and lists the commands of the ``sweeps`` considered.
+    With ``tail_floor``, the candidates are the operating points the sweeps at that floor chose instead
+    (``_selected["floor"]``: True), where there are any.
     """
     seed = record.get("seed")
     sweeps = [d for d in sweeps if d.get("seed") == seed]
     trained = _setting(sweeps[0]["rescore_sweep"], "trained") if sweeps else None
     best = {"valid": (record.get("best_valid_result") or {}).get(_METRIC), "setting": trained, "source": "run"}
+    floor_sweeps = [d for d in sweeps if tail_floor is not None and _at_floor(d["rescore_sweep"], tail_floor)]
+    which = "floor" if floor_sweeps else "chosen"
+    if floor_sweeps:  # the run's own setting is a row of each sweep: the floor choice has weighed it already
+        best = {"valid": None, "setting": None, "source": None}
     chosen = None
-    for diag in sweeps:
+    for diag in floor_sweeps or sweeps:
         sweep = diag["rescore_sweep"]
-        valid = _chosen_valid(sweep)
+        valid = _chosen_valid(sweep, which)
         if best["valid"] is None or valid[_METRIC] > best["valid"]:
-            best = {"valid": valid[_METRIC], "setting": _setting(sweep, "chosen"), "source": diag["_path"]}
+            best = {"valid": valid[_METRIC], "setting": _setting(sweep, which), "source": diag["_path"]}
             chosen = (sweep, valid)
     out = dict(record)
-    out["_selected"] = {"setting": best["setting"], "source": best["source"], "sweeps": [d.get("command") or d["_path"] for d in sweeps]}
+    out["_selected"] = {"setting": best["setting"], "source": best["source"], "floor": bool(floor_sweeps),
+                        "sweeps": [d.get("command") or d["_path"] for d in sweeps]}
     if chosen is not None:
         sweep, valid = chosen
-        test = dict(sweep["test_at_chosen"])
+        test = dict(sweep[f"test_at_{which}"])
         groups = test.pop("groups", None) or {}
         out["test_result"] = test
         out["best_valid_result"] = dict(valid)
@@ -98,8 +115,9 @@ def select(record: dict, sweeps: list[dict]) -> dict:
     return out
 
 
-def _setting_cell(records: list[dict]) -> str:
-    """Per seed, the chosen setting: ``K<candidates>`` (+ ``w``/``β``/``τ`` when not 1, 0, 0); ``–`` without a sweep."""
+def _setting_cell(records: list[dict], tail_floor: float | None = None) -> str:
+    """Per seed, the chosen setting: ``K<candidates>`` (+ ``w``/``β``/``τ`` when not 1, 0, 0); ``–`` without a sweep;
+    with ``tail_floor``, `` *`` where no sweep at that floor was found."""
     cells = []
     for r in records:
         s = r["_selected"]["setting"]
@@ -113,6 +131,8 @@ def _setting_cell(records: list[dict]) -> str:
             cell += f" β{s['prior']:g}"
         if s["shrink"] != 0.0:
             cell += f" τ{s['shrink']:g}"
+        if tail_floor is not None and not r["_selected"]["floor"]:
+            cell += " *"
         cells.append(cell)
     return " / ".join(cells)
 
@@ -121,13 +141,13 @@ HEADER = ["row", "n", "seeds", "inference setting (per seed)", "R@10", "N@10", "
           "head N@10", "tail N@10", "tail vs SASRec"]
 
 
-def render_markdown(dataset: str, summaries: list[dict], command: str | None) -> str:
+def render_markdown(dataset: str, summaries: list[dict], command: str | None, tail_floor: float | None = None) -> str:
     ref = next((s for s in summaries if s["row"] == "SASRec"), None)
     body = []
     for s in summaries:
         m = s["metrics"]
         tail_gain = None if s is ref else tables.gain_on_shared_seeds(s, ref, "tail_ndcg@10")
-        body.append([s["row"], str(s["n"]), " / ".join(str(x) for x in s["seeds"]), _setting_cell(s["records"]),
+        body.append([s["row"], str(s["n"]), " / ".join(str(x) for x in s["seeds"]), _setting_cell(s["records"], tail_floor),
                      tables._fmt_metric(m["recall@10"]), tables._fmt_metric(m["ndcg@10"]),
                      tables.fmt_gain(s["ndcg10_gain"]),
                      tables._fmt_metric(m["valid_ndcg@10"]),
@@ -136,9 +156,21 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None) ->
     runs = sorted({c for s in summaries for c in s["commands"]})
     sweep_commands = sorted({c for s in summaries for r in s["records"] for c in r["_selected"]["sweeps"]})
     devices = sorted({d for s in summaries for d in s["devices"]})
-    parts = tables.header_lines(f"Benchmark at the inference settings chosen on validation: {dataset}", command) + [
+    title = "Benchmark at the inference settings chosen on validation"
+    floor_lines = []
+    if tail_floor is not None:
+        title += f", at validation tail N@10 >= {tail_floor:g}"
+        floor_lines = [
+            f"Operating point: each FlexCode run at the setting with the best validation N@10 among those whose "
+            f"validation tail N@10 is at least {tail_floor:g} (`diagnose --tail_floor={tail_floor:g}`); * = no "
+            "diagnose JSON at that floor for this seed, or no setting reached it, so the run is reported as in "
+            "selected.md.",
+            "",
+        ]
+    parts = tables.header_lines(f"{title}: {dataset}", command) + [
         f"Machines: {'; '.join(devices)}" if devices else "",
         "",
+        *floor_lines,
         "Each FlexCode run was trained and tested at one item-head setting (its run JSON); where `diagnose` "
         "evaluated the same checkpoint at other settings, the setting with the better validation N@10 is "
         "reported, with its test result (test numbers never choose). K = candidates the item head proposes to "
@@ -157,15 +189,17 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None) ->
 
 
 def write_selected(out: str, dataset: str, row_order=None, only_rows=None, analysis: str | None = None,
-                   command: str | None = None) -> list[str]:
-    """Write ``<out>/<dataset>/selected.md`` and ``selected.csv``; return their paths."""
+                   command: str | None = None, tail_floor: float | None = None) -> list[str]:
+    """Write ``<out>/<dataset>/selected.md`` and ``selected.csv`` (``selected-tail_floor.*`` with
+    ``tail_floor``); return their paths."""
     directory = os.path.join(out, dataset)
     sweeps = load_sweeps(analysis or os.path.join(directory, "analysis"))
-    records = [select(r, sweeps.get(os.path.basename(str(r.get("checkpoint") or "")), []))
+    records = [select(r, sweeps.get(os.path.basename(str(r.get("checkpoint") or "")), []), tail_floor)
                for r in tables.load_runs(os.path.join(directory, "runs"))]
     summaries = tables.aggregate(records, row_order=row_order, only_rows=only_rows)
-    paths = [os.path.join(directory, "selected.md"), os.path.join(directory, "selected.csv")]
-    write_text(paths[0], render_markdown(dataset, summaries, command))
+    stem = "selected" if tail_floor is None else "selected-tail_floor"
+    paths = [os.path.join(directory, f"{stem}.md"), os.path.join(directory, f"{stem}.csv")]
+    write_text(paths[0], render_markdown(dataset, summaries, command, tail_floor))
     write_text(paths[1], tables.render_csv(summaries, command))
     return paths
 
@@ -176,7 +210,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="results", help="the benchmark's --out (holding <dataset>/runs/)")
     p.add_argument("--models", default=None, help="comma-separated rows, in table order (default: every row)")
     p.add_argument("--analysis", default=None, help="folder of diagnose JSONs (default: <out>/<dataset>/analysis)")
+    p.add_argument("--tail_floor", type=float, default=None, metavar="N10",
+                   help="instead: each FlexCode run at the operating point diagnose --tail_floor=N10 chose on "
+                   "validation (selected-tail_floor.md / .csv)")
     args = p.parse_args(argv)
+    if args.tail_floor is not None and args.tail_floor < 0:
+        print(f"error: --tail_floor must be >= 0, got {args.tail_floor:g}", file=sys.stderr)
+        return 2
     runs = os.path.join(args.out, args.dataset, "runs")
     if not os.path.isdir(runs):
         print(f"error: no benchmark runs in {runs}", file=sys.stderr)
@@ -184,7 +224,7 @@ def main(argv=None) -> int:
     rows = [r.strip() for r in (args.models or "").split(",") if r.strip()] or None
     command = "python -m recbole_flexcode.benchmark.selected " + " ".join(sys.argv[1:] if argv is None else argv)
     for path in write_selected(args.out, args.dataset, row_order=rows, only_rows=rows, analysis=args.analysis,
-                               command=command):
+                               command=command, tail_floor=args.tail_floor):
         print(f"wrote {path}")
     return 0
 
