@@ -184,6 +184,7 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None, ta
         "",
     ]
     parts += tables.command_lines("Runs produced by:", runs)
+    parts += tables.relabel_lines(summaries)
     parts += tables.command_lines("Inference settings evaluated by:", sweep_commands)
     return "\n".join(parts) + "\n"
 

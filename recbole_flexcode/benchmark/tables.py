@@ -356,6 +356,18 @@ def command_lines(title: str, commands) -> list[str]:
     return [title, ""] + [f"- `{c}`" for c in commands] + [""] if commands else []
 
 
+def relabel_lines(summaries: list[dict]) -> list[str]:
+    """One bullet per run that ``python -m recbole_flexcode.benchmark.relabel`` moved to its row (nothing
+    without such runs): its seed, the row its command named, and why it belongs here."""
+    bullets = []
+    for s in summaries:
+        for r in s["records"]:
+            moved = (r.get("benchmark") or {}).get("relabelled")
+            if isinstance(moved, dict):
+                bullets.append(f"- {s['row']}, seed {r.get('seed')}: ran as row {moved.get('from')}; {moved.get('why')}")
+    return ["Runs relabelled (their commands above name the row they ran as):", ""] + bullets + [""] if bullets else []
+
+
 def render_markdown(dataset: str, summaries: list[dict], command: str | None) -> str:
     main = [s for s in summaries if budget_of(s["row"]) is None]
     # rows evaluated only with sampled metrics (e.g. GAUC) have no full-ranking cells to show
@@ -368,6 +380,7 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None) ->
     budget.sort(key=lambda s: (budget_of(s["row"]) or s.get("model_token_budget") or 0, s["row"]))
     run_commands = sorted({c for s in summaries for c in s["commands"]})
     parts = header_lines(f"Benchmark: {dataset}", command) + [""] + command_lines("Runs produced by:", run_commands)
+    parts += relabel_lines(summaries)
     parts += [
         "Protocol (SPEC §3): leave-last-out in time order, full ranking over all items; every number is the "
         "test result of the checkpoint selected on validation NDCG@10. Cells are mean ± sample std over the "
