@@ -493,3 +493,65 @@ def test_tied_head_scores_items_by_their_history_embeddings(tiny_data, tmp_path)
         build(item_head_tied=True, history_item_embedding=False)
     with pytest.raises(ConfigError, match="item_head_tied needs the item head"):
         build(item_head_tied=True, item_head_weight=0.0)
+
+
+@pytest.mark.parametrize("history_encoding", ["pooled", "tokens"])
+def test_code_features_score_items_by_their_whole_history_vector(tiny_data, tmp_path, history_encoding):
+    """``item_head_features: codes`` with ``item_head_tied``: the head's item vectors are the history's whole
+    item vectors (code embeddings summed, plus the item's own), so the head's loss trains the generator's
+    code embeddings through the item side too; a checkpoint reloads to the same scores."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_flexcode.config import ConfigError, FlexConfig
+    from recbole_flexcode.model.flexcode import FlexCode
+    from recbole_flexcode.model.item_head import CodeVectors
+    from recbole_flexcode.pipeline import prepare
+
+    def build(**extra):
+        settings = {**TINY, "item_head_weight": 1.0, "history_item_embedding": True, "item_head_tied": True,
+                    "history_encoding": history_encoding, **extra}
+        config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), **settings))
+        init_seed(config["seed"], config["reproducibility"])
+        train, _, test = data_preparation(config, create_dataset(config))
+        prepare(config, train._dataset)
+        init_seed(config["seed"], config["reproducibility"])
+        return FlexCode(config, train._dataset), train, test
+
+    model, train, test = build(item_head_features="codes")
+    plain, _, _ = build()
+    head = model.item_head
+    assert isinstance(head.features, CodeVectors)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in plain.parameters())  # no new parameters
+    assert not any(k.startswith("item_head.features") for k in model.state_dict())
+    model.eval()
+    batch = next(iter(train))
+    with torch.no_grad():
+        head.items.weight.normal_()  # trained-like own vectors, so the codes are not the whole vector
+        table = model._code_table(model.split_probs())
+        codes = table if history_encoding == "pooled" else table.tokens.sum(1)
+        memory, pad = model.forward(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+        u = head.user(head.pool(memory, pad))
+        want = torch.log_softmax((u @ (head.items.weight + codes).t())[:, 1:], -1)
+        assert torch.allclose(head.log_probs(memory, pad)[:, 1:], want, atol=1e-5)
+        if history_encoding == "pooled":  # exactly the vector the history reads each item by
+            assert torch.allclose(head.items.weight + head.features(), model._item_vectors(model.split_probs()))
+
+    # the head's loss alone, with the history side held fixed, reaches the code embeddings only with codes
+    for m in (model, plain):
+        m.zero_grad()
+        memory, pad = m.forward(batch[m.ITEM_SEQ], batch[m.ITEM_SEQ_LEN])
+        m.item_head.add_loss(0.0, memory.detach(), pad, batch[m.POS_ITEM_ID]).backward()
+    assert model.generator.token_embedding.weight.grad.abs().sum() > 0
+    grad = plain.generator.token_embedding.weight.grad
+    assert grad is None or grad.abs().sum() == 0
+
+    again, _, _ = build(item_head_features="codes")
+    again.load_state_dict(model.state_dict())
+    again.eval()
+    with torch.no_grad():
+        first = next(iter(test))[0]
+        assert torch.equal(again.full_sort_predict(first), model.full_sort_predict(first))
+        assert torch.isfinite(again.full_sort_predict(first)).sum(1).ge(again.beam_size).all()
+    with pytest.raises(ConfigError, match="item_head_features needs the item head"):
+        build(item_head_features="codes", item_head_weight=0.0, item_head_tied=False, history_item_embedding=False)

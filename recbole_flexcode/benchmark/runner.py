@@ -125,6 +125,9 @@ FLEXCODE_SETTING_ROWS = {
     # overfitting as they did untied without dropout (docs/results.md, "the history item embedding now hurts")
     "fix_cf1_dropout01": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.1},
     "fix_cf1_dropout02": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.2},
+    # ... with the head scoring each item by its whole history vector (item_head_features: codes; the head
+    # alone ranks stale rare targets below SASRec, docs/results.md "Fourteenth session")
+    "fix_cf1_dropout01_codes": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.1, "item_head_features": "codes"},
     # the item head's user vector: the history's mean beside its latest state (SASRec scores from the latter)
     "fix_user_last": {"variant": "fix", "item_head_user": "mean_last", **UNTIED},
     # semantic IDs alone with the item head (the semantic_only row takes the dataset's head setting; this

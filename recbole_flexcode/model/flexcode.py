@@ -91,7 +91,7 @@ class FlexCode(SequentialRecommender):
             torch.nn.init.zeros_(self.history_id_embedding.weight)  # start from the paper's model
         # ours: output-side item scores (item_head_tied: by the history's per-item embeddings, as SASRec ties them)
         self.item_head = build_item_head(config, self.n_items, self.generator.hidden_size, self.item_counts, tokenizer,
-                                         self.history_id_embedding)
+                                         self.history_id_embedding, self._code_vectors)
         self.to(self.device)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -114,12 +114,22 @@ class FlexCode(SequentialRecommender):
         items = torch.arange(1, self.n_items, device=self.tokenizer.paths.device)
         return self.tokenizer.encode(items, self.item_splits()[items]), items
 
+    def _code_table(self, probs: torch.Tensor):
+        """Every item's routed code embeddings as the history encoding lays them out (§4.3)."""
+        cf_mask, sem_mask = level_masks(probs, self.budget, straight_through=True)
+        return self.generator.item_table(self.tokenizer.level_tokens(COLLABORATIVE),
+                                         self.tokenizer.level_tokens(SEMANTIC), cf_mask, sem_mask)
+
+    def _code_vectors(self) -> torch.Tensor:
+        """``[N, d]``: every item's code embeddings summed under the current splits, the history's item vector
+        without the item's own embedding (``item_head_features: codes``)."""
+        table = self._code_table(self.split_probs())
+        return table if isinstance(table, torch.Tensor) else table.tokens.sum(1)
+
     def _item_vectors(self, probs: torch.Tensor) -> torch.Tensor:
         """History representation of every item: Σ of its routed code embeddings (§4.3), plus its
         own free embedding when ``history_item_embedding`` is on."""
-        cf_mask, sem_mask = level_masks(probs, self.budget, straight_through=True)
-        vectors = self.generator.item_table(self.tokenizer.level_tokens(COLLABORATIVE),
-                                            self.tokenizer.level_tokens(SEMANTIC), cf_mask, sem_mask)
+        vectors = self._code_table(probs)
         if self.history_id_embedding is not None:
             vectors = vectors + self.history_id_embedding.weight
         return vectors

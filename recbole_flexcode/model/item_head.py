@@ -46,6 +46,14 @@ reads histories by, so an item's vector learns from every history it appears in 
 (``history_item_embedding``, added to the item's code embeddings at the encoder's input), so a tail
 item seen in a few histories but rarely as a target gets its vector trained by those histories.
 
+``item_head_features: codes`` completes that tie: the head's item vector also adds the item's code
+embeddings, summed as the history sums them (:class:`CodeVectors`, no projection), so with
+``item_head_tied`` the head scores item ``i`` with exactly the vector the history reads it by, as
+SASRec's one embedding table does. A rare item's code embeddings are trained by every item that shares
+its codes, so its head score no longer rests on its own few rows alone (measured on Beauty: the head
+alone ranks rare targets last seen long before below SASRec, docs/results.md); the head's loss now also
+trains the code embeddings.
+
 ``item_head_weight: 0`` (the default) builds :class:`NoItemHead`, which changes nothing.
 """
 
@@ -92,8 +100,10 @@ def mean_last_pool(memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
 
 USER_POOLS = {"mean": (mean_pool, 1), "mean_last": (mean_last_pool, 2)}  # name -> (pool, width in hidden sizes)
 #: ``item_head_features`` -> the tokenizer sources whose standardised embeddings the head projects
+#: (``codes``, the model's own code embeddings, is :class:`CodeVectors`)
 FEATURE_SOURCES = {"none": (), "collaborative": ("collaborative",), "semantic": ("semantic",),
                    "both": ("collaborative", "semantic")}
+CODE_FEATURES = "codes"
 
 
 class NoItemFeatures(nn.Module):
@@ -116,6 +126,20 @@ class ItemFeatures(nn.Module):
 
     def forward(self) -> torch.Tensor:
         return self.proj(self.x)
+
+
+class CodeVectors(nn.Module):
+    """Every item's code embeddings summed as the history sums them, ``[N, d]`` (``item_head_features: codes``).
+
+    ``vectors`` is the model's function that computes them from its generator's token embeddings under the
+    current splits; it is held by reference, not as a submodule, since the embeddings are the generator's."""
+
+    def __init__(self, vectors):
+        super().__init__()
+        object.__setattr__(self, "vectors", vectors)
+
+    def forward(self) -> torch.Tensor:
+        return self.vectors()
 
 
 class ItemHead(NoItemHead):
@@ -198,23 +222,30 @@ def item_features(tokenizer, sources) -> torch.Tensor:
 
 
 def build_item_head(config, n_items: int, hidden_size: int, item_counts=None, tokenizer=None,
-                    history_items: nn.Embedding = None) -> NoItemHead:
+                    history_items: nn.Embedding = None, code_vectors=None) -> NoItemHead:
     """The head of ``config`` (``item_counts``: training interactions per item id, for ``item_head_prior``;
     ``tokenizer``: the item embeddings ``item_head_features`` names; ``history_items``: the model's
-    per-item history embedding, or ``None``, which ``item_head_tied`` scores items with)."""
+    per-item history embedding, or ``None``, which ``item_head_tied`` scores items with; ``code_vectors``:
+    the model's function giving every item's summed code embeddings, for ``item_head_features: codes``)."""
     weight = float(config["item_head_weight"])
-    sources = FEATURE_SOURCES[config["item_head_features"]]  # the value was checked against properties/
+    feature = config["item_head_features"]  # the value was checked against properties/
+    sources = FEATURE_SOURCES.get(feature, ())
     tied = bool(config["item_head_tied"])
     if weight == 0:
         for key in ("item_head_prior", "item_head_shrink"):
             if float(config[key]) > 0:
                 raise ConfigError(f"{key} needs the item head (item_head_weight > 0)")
-        if sources or tied:
-            raise ConfigError(f"{'item_head_features' if sources else 'item_head_tied'} needs the item head (item_head_weight > 0)")
+        if feature != "none" or tied:
+            raise ConfigError(f"{'item_head_features' if feature != 'none' else 'item_head_tied'} needs the item head (item_head_weight > 0)")
         return NoItemHead()
     if tied and history_items is None:
         raise ConfigError("item_head_tied needs history_item_embedding: True (the per-item vectors it shares)")
-    features = ItemFeatures(item_features(tokenizer, sources), hidden_size) if sources else None
+    if feature == CODE_FEATURES:
+        if code_vectors is None:
+            raise ConfigError("item_head_features: codes needs a model with code embeddings (FlexCode)")
+        features = CodeVectors(code_vectors)
+    else:
+        features = ItemFeatures(item_features(tokenizer, sources), hidden_size) if sources else None
     return ItemHead(n_items, hidden_size, weight, float(config["item_head_rescore"]),
                     int(config["item_head_candidates"]), item_counts, float(config["item_head_prior"]),
                     config["item_head_user"], features, float(config["item_head_shrink"]),
