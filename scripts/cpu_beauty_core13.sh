@@ -7,6 +7,9 @@
 #           SASRec seed 2020's validation tail (the floor the other two seeds used), then FlexCode-fix_cf1
 #   lane 2: once the stages exist, FlexCode (the router, dropout 0.1) and FlexCode-dropout0
 # ~1 h 40 min on a 2-core machine.
+# As run, each lane stopped after its first row: FlexCode-fix_cf1 and FlexCode-dropout0 on seed 2022 (the
+# dropout-0 twins of settings already adopted) were cut after 30 min for scripts/cpu_beauty_core13c.sh, which
+# also runs lane 1's tail-floor sweep.
 # Usage: bash scripts/cpu_beauty_core13.sh [DATA_PATH] [OUT] (OUT default results/cpu_rerun5)
 set -- "${1:-../shared/datasets}" "${2:-results/cpu_rerun5}"
 . "$(dirname "$0")/cpu_beauty_common.sh"
