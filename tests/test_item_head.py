@@ -341,9 +341,10 @@ def test_tail_floor_tests_the_best_setting_whose_validation_tail_reaches_it(buil
 def test_mean_last_user_reads_the_latest_history_position(tiny_data, tmp_path):
     """``item_head_user: mean_last``: the head's user vector sees the mean of the encoded history and,
     separately, the latest real position's state, so two histories with one mean but different
-    latest items get different item scores; padding never enters. FlexCode trains and ranks with it."""
+    latest items get different item scores; padding never enters. ``last`` reads that state alone, so
+    histories that differ only before it score alike. FlexCode trains and ranks with either."""
     from recbole_flexcode.config import ConfigError, FlexConfig
-    from recbole_flexcode.model.item_head import mean_last_pool
+    from recbole_flexcode.model.item_head import last_pool, mean_last_pool
 
     memory = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
     pad = torch.tensor([[False, False, True, True], [False, False, False, False]])
@@ -359,25 +360,35 @@ def test_mean_last_user_reads_the_latest_history_position(tiny_data, tmp_path):
         garbage = memory.clone()
         garbage[0, 2:] = 1e3  # padded positions
         assert torch.allclose(head.log_probs(memory, pad), head.log_probs(garbage, pad))
-    with pytest.raises(ConfigError, match="item_head_user.*must be one of mean \\| mean_last, got 'last'"):
-        FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), item_head_user="last"))
+    assert torch.equal(last_pool(memory, pad), torch.stack([memory[0, 1], memory[1, 3]]))
+    last = ItemHead(6, 3, 1.0, 1.0, user_pool="last")
+    earlier = memory.clone()
+    earlier[0, 0] += 5.0  # another history before the same latest state
+    with torch.no_grad():
+        last.items.weight.normal_()
+        assert last.user.in_features == 3
+        assert torch.allclose(last.log_probs(memory, pad), last.log_probs(earlier, pad))
+        assert not torch.allclose(last.log_probs(memory, pad)[0], last.log_probs(swapped, pad)[0])
+    with pytest.raises(ConfigError, match="item_head_user.*must be one of mean \\| mean_last \\| last, got 'first'"):
+        FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), item_head_user="first"))
     from recbole.data import create_dataset, data_preparation
 
     from recbole_flexcode.model.flexcode import FlexCode
     from recbole_flexcode.pipeline import prepare
 
-    config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(
-        tiny_data, cache_dir=str(tmp_path), item_head_weight=1.0, item_head_user="mean_last", **TINY))
-    train, _, test = data_preparation(config, create_dataset(config))
-    prepare(config, train._dataset)
-    model = FlexCode(config, train._dataset)
-    assert model.item_head.user.in_features == 2 * model.generator.hidden_size
-    model.calculate_loss(next(iter(train))).backward()
-    assert model.item_head.items.weight.grad.abs().sum() > 0  # e_i start at zero: the user side moves from step 2
-    model.eval()
-    with torch.no_grad():
-        scores = model.full_sort_predict(next(iter(test))[0])
-    assert torch.isfinite(scores).sum(1).ge(model.beam_size).all()
+    for pool, width in (("mean_last", 2), ("last", 1)):
+        config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(
+            tiny_data, cache_dir=str(tmp_path), item_head_weight=1.0, item_head_user=pool, **TINY))
+        train, _, test = data_preparation(config, create_dataset(config))
+        prepare(config, train._dataset)
+        model = FlexCode(config, train._dataset)
+        assert model.item_head.user.in_features == width * model.generator.hidden_size
+        model.calculate_loss(next(iter(train))).backward()
+        assert model.item_head.items.weight.grad.abs().sum() > 0  # e_i start at zero: the user side moves from step 2
+        model.eval()
+        with torch.no_grad():
+            scores = model.full_sort_predict(next(iter(test))[0])
+        assert torch.isfinite(scores).sum(1).ge(model.beam_size).all()
 
 
 def test_item_features_score_an_item_by_its_embeddings(tiny_data, tmp_path):

@@ -128,6 +128,10 @@ FLEXCODE_SETTING_ROWS = {
     # ... with the head scoring each item by its whole history vector (item_head_features: codes; the head
     # alone ranks stale rare targets below SASRec, docs/results.md "Fourteenth session")
     "fix_cf1_dropout01_codes": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.1, "item_head_features": "codes"},
+    # ... with the head's user vector the latest history state alone, as SASRec scores (item_head_user: last): the
+    # head alone loses every 30+ day cell to SASRec and wins every recent one, and the history's mean is the part
+    # of mean_last that reads the period a history comes from
+    "fix_cf1_dropout01_last": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.1, "item_head_user": "last"},
     # the item head's user vector: the history's mean beside its latest state (SASRec scores from the latter)
     "fix_user_last": {"variant": "fix", "item_head_user": "mean_last", **UNTIED},
     # semantic IDs alone with the item head (the semantic_only row takes the dataset's head setting; this

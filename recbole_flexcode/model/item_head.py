@@ -5,7 +5,7 @@ scores an item only through its shared code tokens, so a rare item whose codes a
 popular neighbours cannot get a score of its own, even on training rows. :class:`ItemHead` gives
 every item a free vector ``e_i`` (zero at the start) and the user a vector ``u`` (the encoded history
 pooled by ``item_head_user`` and projected: ``mean`` of its positions, or ``mean_last``, that mean
-beside the latest position's state, the one SASRec scores from); it trains ``CE(softmax_i(u·e_i), target)`` beside ``L_ARG`` with
+beside the latest position's state, or ``last``, that state alone, the one SASRec scores from); it trains ``CE(softmax_i(u·e_i), target)`` beside ``L_ARG`` with
 weight ``item_head_weight``, and adds ``item_head_rescore · log softmax_i(u·e_i)`` to the score of
 every item the decoder returns — the beam's candidates under constrained decoding, every item
 under exact scoring — so it re-ranks what the trie allows. With ``item_head_candidates: K > 0``
@@ -91,14 +91,19 @@ def mean_pool(memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
     return (memory * keep).sum(1) / keep.sum(1).clamp_min(1.0)
 
 
-def mean_last_pool(memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-    """``[B, 2d]``: :func:`mean_pool` beside the state of the latest real position (histories are
-    left-aligned, so it is the last one not padded; with token histories, the latest item's last token)."""
+def last_pool(memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """``[B, d]``: the state of the latest real position (histories are left-aligned, so it is the last one
+    not padded; with token histories, the latest item's last token), the one SASRec scores items from."""
     last = (~pad).sum(1).clamp_min(1) - 1
-    return torch.cat([mean_pool(memory, pad), memory[torch.arange(memory.shape[0], device=memory.device), last]], -1)
+    return memory[torch.arange(memory.shape[0], device=memory.device), last]
 
 
-USER_POOLS = {"mean": (mean_pool, 1), "mean_last": (mean_last_pool, 2)}  # name -> (pool, width in hidden sizes)
+def mean_last_pool(memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """``[B, 2d]``: :func:`mean_pool` beside :func:`last_pool`."""
+    return torch.cat([mean_pool(memory, pad), last_pool(memory, pad)], -1)
+
+
+USER_POOLS = {"mean": (mean_pool, 1), "mean_last": (mean_last_pool, 2), "last": (last_pool, 1)}  # name -> (pool, width in hidden sizes)
 #: ``item_head_features`` -> the tokenizer sources whose standardised embeddings the head projects
 #: (``codes``, the model's own code embeddings, is :class:`CodeVectors`)
 FEATURE_SOURCES = {"none": (), "collaborative": ("collaborative",), "semantic": ("semantic",),
