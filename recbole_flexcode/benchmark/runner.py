@@ -132,6 +132,8 @@ FLEXCODE_SETTING_ROWS = {
     # head alone loses every 30+ day cell to SASRec and wins every recent one, and the history's mean is the part
     # of mean_last that reads the period a history comes from
     "fix_cf1_dropout01_last": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.1, "item_head_user": "last"},
+    # Beauty's section (the router) with that head, its twin
+    "last": {"item_head_user": "last"},
     # the item head's user vector: the history's mean beside its latest state (SASRec scores from the latter)
     "fix_user_last": {"variant": "fix", "item_head_user": "mean_last", **UNTIED},
     # semantic IDs alone with the item head (the semantic_only row takes the dataset's head setting; this

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Issue #13, fifteenth session: seeds 2021 and 2022 of core14b's pilot (FlexCode-fix_cf1_dropout01_last, the
+# item head reading the latest history state alone), each followed by its tail-floor sweep, once the pilot's
+# validation led its parent's. Seed 2021 takes core14's lane at once, seed 2022 core14b's once it has finished.
+# ~1 h 15 min on a 2-core machine.
+# Usage: bash scripts/cpu_beauty_core14c.sh [DATA_PATH] [OUT] (OUT default results/cpu_rerun5)
+set -- "${1:-../shared/datasets}" "${2:-results/cpu_rerun5}"
+. "$(dirname "$0")/cpu_beauty_common.sh"
+analysis=$out/Amazon_Beauty/analysis
+row=FlexCode-fix_cf1_dropout01_last
+seed() {
+  bench --seeds=$1 --models=$row > "$logs/$row-seed$1.log" 2>&1
+  python -m recbole_flexcode.diagnose "$(checkpoint $row-seed$1)" --trust --threads=1 --candidates_sweep=20 \
+    --shrink_sweep=3,5,10 --tail_floor=0.0245 "--out=$analysis/floor-$row-seed$1.json" > "$logs/floor-$row-seed$1.log" 2>&1
+}
+seed 2021 &
+(
+  until [ -f "$analysis/floor-$row-seed2020.json" ]; do sleep 30; done
+  seed 2022
+) &
+wait
