@@ -3,8 +3,8 @@
 # item head reading the latest history state alone), each followed by its tail-floor sweep, once the pilot's
 # validation led its parent's. Seed 2021 takes core14's lane at once, seed 2022 core14b's once it has finished.
 # ~1 h 15 min on a 2-core machine.
-# As run, only seed 2021's training ran from here: scripts/cpu_beauty_core14d.sh took over once the pilot's test
-# run showed the router's twin was worth its seeds first.
+# As run, only seed 2021's training ran from here: scripts/cpu_beauty_core14d.sh took over once the pilot had finished above its parent on validation,
+# so that the router's twin (Beauty's section) gets its seeds first.
 # Usage: bash scripts/cpu_beauty_core14c.sh [DATA_PATH] [OUT] (OUT default results/cpu_rerun5)
 set -- "${1:-../shared/datasets}" "${2:-results/cpu_rerun5}"
 . "$(dirname "$0")/cpu_beauty_common.sh"
