@@ -251,8 +251,30 @@ def test_rows_measured_before_the_tie_keep_the_untied_core():
     assert not config("FlexCode-full_user_last_item_emb")["item_head_tied"]
     # the tied row of the ablation is today's default core
     row = config("FlexCode-full_user_last_tied")
-    for key in ("history_item_embedding", "item_head_tied", "item_head_weight", "item_head_user", "item_head_candidates"):
+    for key in ("history_item_embedding", "item_head_tied", "item_head_weight", "item_head_candidates"):
         assert row[key] == tied[key], key
+    assert row["item_head_user"] == "mean_last"  # the head it was measured with (Beauty's section reads last since)
+
+
+def test_rows_measured_with_the_mean_last_head_keep_it():
+    """Beauty's section scores with the head reading the latest history state alone (``item_head_user: last``);
+    the rows measured with the mean beside it keep ``mean_last`` by name, the plain variant rows follow the
+    section, and the rows trained as the section's twin give the section's configuration."""
+    from recbole_flexcode.benchmark import runner
+
+    def config(row, dataset="Amazon_Beauty"):
+        spec = runner.parse_row(row)
+        return FlexConfig(spec.model, dataset, cmd_args=dict(spec.overrides))
+
+    assert config("FlexCode")["item_head_user"] == "last"
+    for row in ("FlexCode-mean_last", "FlexCode-dropout0", "FlexCode-dropout01", "FlexCode-fix_cf1",
+                "FlexCode-fix_cf1_dropout01", "FlexCode-fix_cf1_dropout02", "FlexCode-fix_cf1_dropout01_codes"):
+        assert config(row)["item_head_user"] == "mean_last", row
+    assert config("FlexCode-semantic_only")["item_head_user"] == "last"
+    section, twin = config("FlexCode"), config("FlexCode-last")
+    assert all(section[k] == twin[k] for k in ("variant", "item_head_user", "dropout_prob", "item_head_shrink"))
+    before = config("FlexCode-mean_last")
+    assert before["dropout_prob"] == section["dropout_prob"] and before["variant"] == "full"
 
 
 def test_rows_measured_before_dropout_keep_dropout_zero():

@@ -98,6 +98,8 @@ RECIPE = {"generator": "t5", "history_encoding": "tokens", "hidden_size": 128, "
 UNTIED = {"history_item_embedding": False, "item_head_tied": False, "item_head_shrink": 0.0, "dropout_prob": 0.0}
 #: Rows measured on the tied core before Beauty's section took dropout 0.1 keep dropout 0 by name.
 NO_DROPOUT = {"dropout_prob": 0.0}
+#: Rows measured with the head reading the history's mean beside its latest state keep it by name.
+MEAN_LAST = {"item_head_user": "mean_last"}
 
 def _model_defaults(*keys) -> dict:
     """These keys' values in ``properties/overall.yaml`` < ``properties/model/FlexCode.yaml``."""
@@ -120,20 +122,22 @@ FLEXCODE_SETTING_ROWS = {
     "item_emb_head_tokens": {"variant": "full", "history_item_embedding": True, "item_head_weight": 1.0,
                              "history_encoding": "tokens"},
     # the fixed split the other way round: 1 CF + 2 semantic tokens (the variant fix gives the odd token to CF)
-    "fix_cf1": {"variant": "fix", "fixed_cf_tokens": 1, **NO_DROPOUT},
+    "fix_cf1": {"variant": "fix", "fixed_cf_tokens": 1, **NO_DROPOUT, **MEAN_LAST},
     # ... with dropout 0.1: its validation peaked at epoch 8 of 10 on two seeds of three, the per-item vectors
     # overfitting as they did untied without dropout (docs/results.md, "the history item embedding now hurts")
-    "fix_cf1_dropout01": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.1},
-    "fix_cf1_dropout02": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.2},
+    "fix_cf1_dropout01": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.1, **MEAN_LAST},
+    "fix_cf1_dropout02": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.2, **MEAN_LAST},
     # ... with the head scoring each item by its whole history vector (item_head_features: codes; the head
     # alone ranks stale rare targets below SASRec, docs/results.md "Fourteenth session")
-    "fix_cf1_dropout01_codes": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.1, "item_head_features": "codes"},
+    "fix_cf1_dropout01_codes": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.1, "item_head_features": "codes",
+                                **MEAN_LAST},
     # ... with the head's user vector the latest history state alone, as SASRec scores (item_head_user: last): the
     # head alone loses every 30+ day cell to SASRec and wins every recent one, and the history's mean is the part
     # of mean_last that reads the period a history comes from
     "fix_cf1_dropout01_last": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.1, "item_head_user": "last"},
-    # Beauty's section (the router) with that head, its twin
+    # Beauty's section (the router) with that head: the row its runs were trained as, before the section took it
     "last": {"item_head_user": "last"},
+    "mean_last": {"variant": "full", **MEAN_LAST},  # Beauty's section before it took the last-state head
     # the item head's user vector: the history's mean beside its latest state (SASRec scores from the latter)
     "fix_user_last": {"variant": "fix", "item_head_user": "mean_last", **UNTIED},
     # semantic IDs alone with the item head (the semantic_only row takes the dataset's head setting; this
@@ -157,9 +161,9 @@ FLEXCODE_SETTING_ROWS = {
     # one group of training settings set to the named value, whatever the run's other flags (the CPU
     # pilot gives every row ml-100k's short schedule and takes one change back per row)
     "epochs20": {"variant": "full", "epochs": 20},
-    "dropout0": {"variant": "full", **NO_DROPOUT},  # Beauty's section before it took dropout 0.1
-    "dropout01": {"variant": "full", "dropout_prob": 0.1},
-    "dropout02": {"variant": "full", "dropout_prob": 0.2},
+    "dropout0": {"variant": "full", **NO_DROPOUT, **MEAN_LAST},  # Beauty's section before it took dropout 0.1
+    "dropout01": {"variant": "full", "dropout_prob": 0.1, **MEAN_LAST},
+    "dropout02": {"variant": "full", "dropout_prob": 0.2, **MEAN_LAST},
     "layers_2x2": {"variant": "full", "n_encoder_layers": 2, "n_decoder_layers": 2},
     "lr_constant": {"variant": "full", "learning_rate": 0.001, "lr_warmup_steps": 0, "lr_schedule": "constant",
                     "train_batch_size": 256},
