@@ -5,7 +5,8 @@
 # left to finish; the tail-floor sweeps come last here, so that the router's runs fit the session).
 #   lane 1: after the split's seed 2021: FlexCode-last seeds 2020 and 2022, then the split's seed-2021 floor sweep
 #   lane 2: after core14b: the split's seed 2022, FlexCode-last seed 2021, then the split's seed-2022 floor sweep
-# ~2 h on a 2-core machine.
+# ~2 h on a 2-core machine. As run, lane 1 stopped after FlexCode-last seed 2022 and the split's seed-2021 floor
+# sweep (the same command) ran after lane 2's, beside the fresh-clone CI of the session's end.
 # Usage: bash scripts/cpu_beauty_core14d.sh [DATA_PATH] [OUT] (OUT default results/cpu_rerun5)
 set -- "${1:-../shared/datasets}" "${2:-results/cpu_rerun5}"
 . "$(dirname "$0")/cpu_beauty_common.sh"
