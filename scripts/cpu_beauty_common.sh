@@ -36,3 +36,19 @@ tables() {
   python -m recbole_flexcode.benchmark --dataset=Amazon_Beauty "--out=$out" --tables-only "--models=$1"
   python -m recbole_flexcode.benchmark.selected --dataset=Amazon_Beauty "--out=$out" "--models=$1"
 }
+# ROW-SEED [TAUS]: the finished run's tail-floor sweep (diagnose --tail_floor) at SASRec seed 2020's validation
+# tail, 0.0245, over the head's 20 candidates and every τ in TAUS (default 3,5,10); JSON and log named floor-ROW-SEED
+floor() {
+  python -m recbole_flexcode.diagnose "$(checkpoint $1)" --trust --threads=1 --candidates_sweep=20 \
+    "--shrink_sweep=${2:-3,5,10}" --tail_floor=0.0245 "--out=$out/Amazon_Beauty/analysis/floor-$1.json" \
+    > "$logs/floor-$1.log" 2>&1
+}
+# ROW SEED: the finished run's evaluation rows beside SASRec's on the same test rows (diagnose --by_target, then
+# analysis.paired against analysis/rows-SASRec-seedSEED.npz); files by_target-, rows- and paired-SASRec-ROW-seedSEED
+beside_sasrec() {
+  local a=$out/Amazon_Beauty/analysis run=$1-seed$2
+  python -m recbole_flexcode.diagnose "$(checkpoint $run)" --trust --threads=1 --by_target \
+    "--rows_out=$a/rows-$run.npz" "--out=$a/by_target-$run.json" > "$logs/by_target-$run.log" 2>&1
+  python -m recbole_flexcode.analysis.paired "$a/rows-SASRec-seed$2.npz" "$a/rows-$run.npz" \
+    --names=SASRec,${1#FlexCode-} "--out=$a/paired-SASRec-$run.md" > /dev/null
+}

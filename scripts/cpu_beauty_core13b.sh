@@ -10,12 +10,7 @@
 # Usage: bash scripts/cpu_beauty_core13b.sh [DATA_PATH] [OUT] (OUT default results/cpu_rerun5)
 set -- "${1:-../shared/datasets}" "${2:-results/cpu_rerun5}"
 . "$(dirname "$0")/cpu_beauty_common.sh"
-floor() {
-  python -m recbole_flexcode.diagnose "$(checkpoint $1)" --trust --threads=1 --candidates_sweep=20 \
-    --shrink_sweep=3,10,30 --tail_floor=0.0245 "--out=$out/Amazon_Beauty/analysis/floor-$1.json" \
-    > "$logs/floor-$1.log" 2>&1
-}
-floor FlexCode-seed2020
-floor FlexCode-seed2021
+floor FlexCode-seed2020 3,10,30
+floor FlexCode-seed2021 3,10,30
 until [ -f "$out/Amazon_Beauty/runs/FlexCode-seed2022.json" ]; do sleep 30; done
-floor FlexCode-seed2022
+floor FlexCode-seed2022 3,10,30

@@ -6,13 +6,7 @@
 # Usage: bash scripts/cpu_beauty_core14b.sh [DATA_PATH] [OUT] (OUT default results/cpu_rerun5)
 set -- "${1:-../shared/datasets}" "${2:-results/cpu_rerun5}"
 . "$(dirname "$0")/cpu_beauty_common.sh"
-analysis=$out/Amazon_Beauty/analysis
 row=FlexCode-fix_cf1_dropout01_last
 bench --seeds=2020 --models=$row > "$logs/$row-seed2020.log" 2>&1
-python -m recbole_flexcode.diagnose "$(checkpoint $row-seed2020)" --trust --threads=1 --by_target \
-  "--rows_out=$analysis/rows-$row-seed2020.npz" "--out=$analysis/by_target-$row-seed2020.json" \
-  > "$logs/by_target-$row-seed2020.log" 2>&1
-python -m recbole_flexcode.analysis.paired "$analysis/rows-SASRec-seed2020.npz" "$analysis/rows-$row-seed2020.npz" \
-  --names=SASRec,${row#FlexCode-} "--out=$analysis/paired-SASRec-$row-seed2020.md" > /dev/null
-python -m recbole_flexcode.diagnose "$(checkpoint $row-seed2020)" --trust --threads=1 --candidates_sweep=20 \
-  --shrink_sweep=3,5,10 --tail_floor=0.0245 "--out=$analysis/floor-$row-seed2020.json" > "$logs/floor-$row-seed2020.log" 2>&1
+beside_sasrec $row 2020
+floor $row-seed2020

@@ -12,8 +12,7 @@ analysis=$out/Amazon_Beauty/analysis
 row=FlexCode-fix_cf1_dropout01_last
 seed() {
   bench --seeds=$1 --models=$row > "$logs/$row-seed$1.log" 2>&1
-  python -m recbole_flexcode.diagnose "$(checkpoint $row-seed$1)" --trust --threads=1 --candidates_sweep=20 \
-    --shrink_sweep=3,5,10 --tail_floor=0.0245 "--out=$analysis/floor-$row-seed$1.json" > "$logs/floor-$row-seed$1.log" 2>&1
+  floor $row-seed$1
 }
 seed 2021 &
 (

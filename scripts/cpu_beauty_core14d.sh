@@ -13,10 +13,6 @@ set -- "${1:-../shared/datasets}" "${2:-results/cpu_rerun5}"
 analysis=$out/Amazon_Beauty/analysis
 split=FlexCode-fix_cf1_dropout01_last
 row() { bench --seeds=$2 --models=$1 > "$logs/$1-seed$2.log" 2>&1; }
-floor() {
-  python -m recbole_flexcode.diagnose "$(checkpoint $1)" --trust --threads=1 --candidates_sweep=20 \
-    --shrink_sweep=3,5,10 --tail_floor=0.0245 "--out=$analysis/floor-$1.json" > "$logs/floor-$1.log" 2>&1
-}
 (
   until [ -f "$out/Amazon_Beauty/runs/$split-seed2021.json" ]; do sleep 30; done
   row FlexCode-last 2020

@@ -36,6 +36,25 @@ def built(tiny_data, tmp_path_factory):
     return models, data
 
 
+
+def seeded_model(tiny_data, tmp_path, **settings):
+    """A FlexCode model on the tiny data with ``TINY`` and ``settings``, its stages built, seeded as RecBole
+    seeds a run, so two calls differing only in ``settings`` start from the same weights; with its train and
+    test loaders."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_flexcode.config import FlexConfig
+    from recbole_flexcode.model.flexcode import FlexCode
+    from recbole_flexcode.pipeline import prepare
+
+    config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), **{**TINY, **settings}))
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, test = data_preparation(config, create_dataset(config))
+    prepare(config, train._dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    return FlexCode(config, train._dataset), train, test
+
 def test_off_by_default_and_on_when_weighted(built):
     models, _ = built
     assert type(models[0.0].item_head) is NoItemHead
@@ -455,21 +474,10 @@ def test_tied_head_scores_items_by_their_history_embeddings(tiny_data, tmp_path)
     """``item_head_tied``: the head's item vectors are the history's per-item embeddings, one parameter,
     so a training step moves an item's head score through the histories it appears in, even when it is
     never a target; the tie survives a checkpoint. It needs ``history_item_embedding`` and the head."""
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_flexcode.config import ConfigError, FlexConfig
-    from recbole_flexcode.model.flexcode import FlexCode
-    from recbole_flexcode.pipeline import prepare
+    from recbole_flexcode.config import ConfigError
 
     def build(**extra):
-        settings = {**TINY, "item_head_weight": 1.0, "history_item_embedding": True, **extra}
-        config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), **settings))
-        init_seed(config["seed"], config["reproducibility"])
-        train, _, test = data_preparation(config, create_dataset(config))
-        prepare(config, train._dataset)
-        init_seed(config["seed"], config["reproducibility"])
-        return FlexCode(config, train._dataset), train, test
+        return seeded_model(tiny_data, tmp_path, **{"item_head_weight": 1.0, "history_item_embedding": True, **extra})
 
     tied, train, test = build(item_head_tied=True)
     free, _, _ = build()
@@ -511,23 +519,12 @@ def test_code_features_score_items_by_their_whole_history_vector(tiny_data, tmp_
     """``item_head_features: codes`` with ``item_head_tied``: the head's item vectors are the history's whole
     item vectors (code embeddings summed, plus the item's own), so the head's loss trains the generator's
     code embeddings through the item side too; a checkpoint reloads to the same scores."""
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_flexcode.config import ConfigError, FlexConfig
-    from recbole_flexcode.model.flexcode import FlexCode
+    from recbole_flexcode.config import ConfigError
     from recbole_flexcode.model.item_head import CodeVectors
-    from recbole_flexcode.pipeline import prepare
 
     def build(**extra):
-        settings = {**TINY, "item_head_weight": 1.0, "history_item_embedding": True, "item_head_tied": True,
-                    "history_encoding": history_encoding, **extra}
-        config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), **settings))
-        init_seed(config["seed"], config["reproducibility"])
-        train, _, test = data_preparation(config, create_dataset(config))
-        prepare(config, train._dataset)
-        init_seed(config["seed"], config["reproducibility"])
-        return FlexCode(config, train._dataset), train, test
+        return seeded_model(tiny_data, tmp_path, **{"item_head_weight": 1.0, "history_item_embedding": True,
+                                                     "item_head_tied": True, "history_encoding": history_encoding, **extra})
 
     model, train, test = build(item_head_features="codes")
     plain, _, _ = build()
