@@ -36,7 +36,6 @@ def built(tiny_data, tmp_path_factory):
     return models, data
 
 
-
 def seeded_model(tiny_data, tmp_path, **settings):
     """A FlexCode model on the tiny data with ``TINY`` and ``settings``, its stages built, seeded as RecBole
     seeds a run, so two calls differing only in ``settings`` start from the same weights; with its train and
@@ -54,6 +53,7 @@ def seeded_model(tiny_data, tmp_path, **settings):
     prepare(config, train._dataset)
     init_seed(config["seed"], config["reproducibility"])
     return FlexCode(config, train._dataset), train, test
+
 
 def test_off_by_default_and_on_when_weighted(built):
     models, _ = built
@@ -390,17 +390,8 @@ def test_mean_last_user_reads_the_latest_history_position(tiny_data, tmp_path):
         assert not torch.allclose(last.log_probs(memory, pad)[0], last.log_probs(swapped, pad)[0])
     with pytest.raises(ConfigError, match="item_head_user.*must be one of mean \\| mean_last \\| last, got 'first'"):
         FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(tiny_data, cache_dir=str(tmp_path), item_head_user="first"))
-    from recbole.data import create_dataset, data_preparation
-
-    from recbole_flexcode.model.flexcode import FlexCode
-    from recbole_flexcode.pipeline import prepare
-
     for pool, width in (("mean_last", 2), ("last", 1)):
-        config = FlexConfig("FlexCode", "ml-tiny", config_dict=tiny_config(
-            tiny_data, cache_dir=str(tmp_path), item_head_weight=1.0, item_head_user=pool, **TINY))
-        train, _, test = data_preparation(config, create_dataset(config))
-        prepare(config, train._dataset)
-        model = FlexCode(config, train._dataset)
+        model, train, test = seeded_model(tiny_data, tmp_path, item_head_weight=1.0, item_head_user=pool)
         assert model.item_head.user.in_features == width * model.generator.hidden_size
         model.calculate_loss(next(iter(train))).backward()
         assert model.item_head.items.weight.grad.abs().sum() > 0  # e_i start at zero: the user side moves from step 2
