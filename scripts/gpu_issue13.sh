@@ -13,12 +13,13 @@
 #                             proposing 20 candidates (the untied core)
 #   FlexCode-dropout0         + the head tied to a per-item history embedding, path scores shrunk by τ 3
 #                             (adopted on 3 CPU seeds, docs/results.md): Beauty's settings before dropout
-#   FlexCode                  the Beauty settings: + dropout 0.1 (adopted on 2 CPU seeds x 2 rows,
-#                             docs/results.md, thirteenth session)
-#   FlexCode-fix              the same with the fixed split (2 CF + 1 semantic token) instead of the router:
-#                             it ties the router on three CPU seeds (docs/results.md, fifth session)
-#   FlexCode-fix_cf1_dropout01  the fixed split the other way round (1 CF + 2 semantic tokens): the best row
-#                             on validation on every CPU seed (docs/results.md, eleventh to thirteenth sessions)
+#   FlexCode-mean_last        + dropout 0.1 (adopted on 2 CPU seeds x 2 rows, docs/results.md, thirteenth
+#                             session): Beauty's settings before the last-state head
+#   FlexCode                  the Beauty settings: + the head reading the latest history state alone
+#                             (item_head_user: last; adopted on 3 CPU seeds x 2 rows, fifteenth session)
+#   FlexCode-fix_cf1_dropout01_last  the same with the fixed split 1 CF + 2 semantic tokens instead of the
+#                             router: the best row on validation on every CPU seed (eleventh to fifteenth
+#                             sessions)
 #   FlexCode-semantic_only    the Beauty settings on semantic IDs only
 #   FlexCode-tiger            T5 4+4 at the public recipes' size over token histories, semantic IDs only,
 #                             no item head (the TIGER-style row; target 0.0384)
@@ -37,7 +38,7 @@
 set -u
 carry=$1; shift
 jobs=""
-for row in SASRec FlexCode-model_defaults FlexCode-no_item_head FlexCode-full_user_last FlexCode-dropout0 FlexCode FlexCode-fix FlexCode-fix_cf1_dropout01 FlexCode-semantic_only FlexCode-tiger; do
+for row in SASRec FlexCode-model_defaults FlexCode-no_item_head FlexCode-full_user_last FlexCode-dropout0 FlexCode-mean_last FlexCode FlexCode-fix_cf1_dropout01_last FlexCode-semantic_only FlexCode-tiger; do
   for seed in 2020 2021 2022; do jobs="$jobs $row:$seed"; done
 done
 for row in SASRec-h128 SASRec-dropout02 SASRec-len50 SASRec-lr0003; do jobs="$jobs $row:2020"; done

@@ -676,6 +676,6 @@ def test_every_row_of_the_prepared_gpu_command_parses():
 
     script = (Path(__file__).resolve().parents[1] / "scripts" / "gpu_issue13.sh").read_text()
     rows = [row for line in re.findall(r"^for row in (.*?); do", script, flags=re.M) for row in line.split()]
-    assert "SASRec" in rows and "FlexCode-fix" in rows
+    assert "SASRec" in rows and "FlexCode-fix_cf1_dropout01_last" in rows
     for row in rows:
         runner.parse_row(row)
