@@ -243,7 +243,7 @@ def test_rows_measured_before_the_tie_keep_the_untied_core():
         return FlexConfig(spec.model, "Amazon_Beauty", cmd_args=dict(spec.overrides))
 
     tied = config("FlexCode")
-    assert tied["history_item_embedding"] and tied["item_head_tied"] and tied["item_head_shrink"] == 3.0
+    assert tied["history_item_embedding"] and tied["item_head_tied"] and tied["item_head_shrink"] > 0  # τ: inference only
     for row in ("FlexCode-full_user_last", "FlexCode-no_item_head", "FlexCode-tiger", "FlexCode-cf_only_user_last"):
         c = config(row)
         assert not c["history_item_embedding"] and not c["item_head_tied"] and c["item_head_shrink"] == 0.0, row
