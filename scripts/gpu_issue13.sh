@@ -15,8 +15,11 @@
 #                             (adopted on 3 CPU seeds, docs/results.md): Beauty's settings before dropout
 #   FlexCode-mean_last        + dropout 0.1 (adopted on 2 CPU seeds x 2 rows, docs/results.md, thirteenth
 #                             session): Beauty's settings before the last-state head
-#   FlexCode                  the Beauty settings: + the head reading the latest history state alone
-#                             (item_head_user: last; adopted on 3 CPU seeds x 2 rows, fifteenth session)
+#   FlexCode-expected_loss    + the head reading the latest history state alone (item_head_user: last;
+#                             adopted on 3 CPU seeds x 2 rows, fifteenth session), τ 5 (sixteenth session):
+#                             Beauty's settings before the decoupled router
+#   FlexCode                  the Beauty settings: + the decoupled router (router_mode: decoupled; above the
+#                             expected-loss router on validation on 3 CPU seeds, seventeenth session)
 #   FlexCode-fix_cf1_dropout01_last  the same with the fixed split 1 CF + 2 semantic tokens instead of the
 #                             router: the best row on validation on every CPU seed (eleventh to fifteenth
 #                             sessions)
@@ -38,7 +41,7 @@
 set -u
 carry=$1; shift
 jobs=""
-for row in SASRec FlexCode-model_defaults FlexCode-no_item_head FlexCode-full_user_last FlexCode-dropout0 FlexCode-mean_last FlexCode FlexCode-fix_cf1_dropout01_last FlexCode-semantic_only FlexCode-tiger; do
+for row in SASRec FlexCode-model_defaults FlexCode-no_item_head FlexCode-full_user_last FlexCode-dropout0 FlexCode-mean_last FlexCode-expected_loss FlexCode FlexCode-fix_cf1_dropout01_last FlexCode-semantic_only FlexCode-tiger; do
   for seed in 2020 2021 2022; do jobs="$jobs $row:$seed"; done
 done
 for row in SASRec-h128 SASRec-dropout02 SASRec-len50 SASRec-lr0003; do jobs="$jobs $row:2020"; done

@@ -57,7 +57,9 @@ def test_row_names_map_to_models_and_overrides():
     assert runner.parse_row("FlexCode-no_align-L4").overrides == {"variant": "no_align", "token_budget": 4}
     assert runner.parse_row("FlexCode-decoupled").overrides == {"variant": "full", "router_mode": "decoupled"}
     assert runner.parse_row("FlexCode-decoupled-L4").overrides == {"variant": "full", "router_mode": "decoupled", "token_budget": 4}
-    assert runner.parse_row("FlexCode-item_emb").overrides == {"variant": "full", "history_item_embedding": True}
+    assert runner.parse_row("FlexCode-item_emb").overrides == {"variant": "full", "history_item_embedding": True,
+                                                             "router_mode": "expected_loss"}
+    assert runner.parse_row("FlexCode-expected_loss").overrides == {"variant": "full", "router_mode": "expected_loss"}
     rows = runner.build_rows("SASRec,FlexCode,SASRec", "3,4")
     assert [r.name for r in rows] == ["SASRec", "FlexCode", "FlexCode-L3", "FlexCode-L4"]
     assert runner.parse_row("SOLID") == runner.RowSpec("SOLID", "SOLID", {})

@@ -277,6 +277,33 @@ def test_rows_measured_with_the_mean_last_head_keep_it():
     assert before["dropout_prob"] == section["dropout_prob"] and before["variant"] == "full"
 
 
+def test_rows_measured_with_the_expected_loss_router_keep_it():
+    """Beauty's section trains the decoupled router (docs/design.md, "Beauty's router"); the router rows measured
+    with the expected-loss router keep it by name, the plain variant rows follow the section, the row the
+    decoupled runs were trained as gives the section's configuration, and the expected-loss row differs from the
+    section in the router alone."""
+    from recbole_flexcode.benchmark import runner
+
+    def config(row, dataset="Amazon_Beauty"):
+        spec = runner.parse_row(row)
+        return FlexConfig(spec.model, dataset, cmd_args=dict(spec.overrides))
+
+    section = config("FlexCode")
+    assert section["router_mode"] == "decoupled"
+    assert config("FlexCode-no_align")["router_mode"] == "decoupled"  # the plain variant rows follow the section
+    for row in ("FlexCode-expected_loss", "FlexCode-no_align_expected_loss", "FlexCode-last", "FlexCode-mean_last",
+                "FlexCode-dropout0", "FlexCode-full_user_last", "FlexCode-no_item_head", "FlexCode-model_defaults",
+                "FlexCode-rkmeans", "FlexCode-t5"):
+        assert config(row)["router_mode"] == "expected_loss", row
+    keys = ("variant", "item_head_user", "dropout_prob", "item_head_shrink", "item_head_tied", "align_weight",
+            "epochs", "learning_rate", "router_warmup_epochs", "router_warmup_steps")
+    twin, before = config("FlexCode-decoupled"), config("FlexCode-expected_loss")
+    assert all(section[k] == twin[k] for k in keys + ("router_mode",))
+    assert all(section[k] == before[k] for k in keys)
+    assert config("FlexCode-no_align_expected_loss")["variant"] == "no_align"
+    assert config("FlexCode", "ml-100k")["router_mode"] == "expected_loss"
+
+
 def test_rows_measured_before_dropout_keep_dropout_zero():
     """Beauty's section trains with dropout 0.1; the rows measured at dropout 0 (the 1 + 2 split beside its
     dropout twins, the untied ablation, the section's own twin) keep 0, and the dropout rows their rates."""

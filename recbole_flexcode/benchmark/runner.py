@@ -14,6 +14,8 @@ Rows (``--models``, comma-separated):
 * ``FlexCode-<variant>`` -> ``variant=<variant>`` (``semantic_only``, ``cf_only``, ``fix``, ``no_align``, ``full``);
 * ``FlexCode-decoupled`` -> the full variant with ``router_mode=decoupled`` (its warm-up: 5 epochs,
   or ``--router_warmup_epochs``, which then applies to every FlexCode row of the invocation);
+  ``FlexCode-expected_loss`` / ``FlexCode-no_align_expected_loss`` -> ``router_mode=expected_loss``, whatever
+  the dataset's section says;
 * ``FlexCode-item_emb`` -> the full variant with ``history_item_embedding=True`` (ours);
 * ``FlexCode-L<n>`` / ``FlexCode-<variant>-L<n>`` -> ``token_budget=n`` (the budget table);
 * ``SASRec-<setting>`` -> RecBole's SASRec with one setting changed (``SASREC_ROWS``: ``h128``,
@@ -100,6 +102,9 @@ UNTIED = {"history_item_embedding": False, "item_head_tied": False, "item_head_s
 NO_DROPOUT = {"dropout_prob": 0.0}
 #: Rows measured with the head reading the history's mean beside its latest state keep it by name.
 MEAN_LAST = {"item_head_user": "mean_last"}
+#: Rows of the router measured with the expected-loss router, before Beauty's section took the decoupled one, keep
+#: it by name (the model default; fixed-split and single-codebook rows have no router).
+EXPECTED_LOSS = {"router_mode": "expected_loss"}
 
 def _model_defaults(*keys) -> dict:
     """These keys' values in ``properties/overall.yaml`` < ``properties/model/FlexCode.yaml``."""
@@ -112,15 +117,19 @@ def _model_defaults(*keys) -> dict:
 #: Rows of the full variant with one of our settings (docs/design.md: "router", "history item embedding").
 FLEXCODE_SETTING_ROWS = {
     "decoupled": {"variant": "full", "router_mode": "decoupled"},
-    "item_emb": {"variant": "full", "history_item_embedding": True},
+    # the paper's reading of the router, trained end to end with the generator (Beauty's section before it took the
+    # decoupled router; the model default), with and without the alignment term
+    "expected_loss": {"variant": "full", **EXPECTED_LOSS},
+    "no_align_expected_loss": {"variant": "no_align", **EXPECTED_LOSS},
+    "item_emb": {"variant": "full", "history_item_embedding": True, **EXPECTED_LOSS},
     # ours (issue #13): output-side item capacity, alone and with the history item embedding
-    "item_head": {"variant": "full", "item_head_weight": 1.0},
-    "item_emb_head": {"variant": "full", "history_item_embedding": True, "item_head_weight": 1.0},
+    "item_head": {"variant": "full", "item_head_weight": 1.0, **EXPECTED_LOSS},
+    "item_emb_head": {"variant": "full", "history_item_embedding": True, "item_head_weight": 1.0, **EXPECTED_LOSS},
     # ... and one more change on top of both (the CPU pilot's cumulative ablation)
     "item_emb_head_decoupled": {"variant": "full", "history_item_embedding": True, "item_head_weight": 1.0,
                                 "router_mode": "decoupled"},
     "item_emb_head_tokens": {"variant": "full", "history_item_embedding": True, "item_head_weight": 1.0,
-                             "history_encoding": "tokens"},
+                             "history_encoding": "tokens", **EXPECTED_LOSS},
     # the fixed split the other way round: 1 CF + 2 semantic tokens (the variant fix gives the odd token to CF)
     "fix_cf1": {"variant": "fix", "fixed_cf_tokens": 1, **NO_DROPOUT, **MEAN_LAST},
     # ... with dropout 0.1: its validation peaked at epoch 8 of 10 on two seeds of three, the per-item vectors
@@ -136,8 +145,8 @@ FLEXCODE_SETTING_ROWS = {
     # of mean_last that reads the period a history comes from
     "fix_cf1_dropout01_last": {"variant": "fix", "fixed_cf_tokens": 1, "dropout_prob": 0.1, "item_head_user": "last"},
     # Beauty's section (the router) with that head: the row its runs were trained as, before the section took it
-    "last": {"item_head_user": "last"},
-    "mean_last": {"variant": "full", **MEAN_LAST},  # Beauty's section before it took the last-state head
+    "last": {"item_head_user": "last", **EXPECTED_LOSS},
+    "mean_last": {"variant": "full", **MEAN_LAST, **EXPECTED_LOSS},  # Beauty's section before it took the last-state head
     # the item head's user vector: the history's mean beside its latest state (SASRec scores from the latter)
     "fix_user_last": {"variant": "fix", "item_head_user": "mean_last", **UNTIED},
     # semantic IDs alone with the item head (the semantic_only row takes the dataset's head setting; this
@@ -148,42 +157,44 @@ FLEXCODE_SETTING_ROWS = {
     "semantic_only_user_last": {"variant": "semantic_only", "item_head_weight": 1.0, "item_head_user": "mean_last",
                                 **UNTIED},
     "cf_only_user_last": {"variant": "cf_only", "item_head_weight": 1.0, "item_head_user": "mean_last", **UNTIED},
-    "full_user_last": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last", **UNTIED},
+    "full_user_last": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last", **UNTIED,
+                       **EXPECTED_LOSS},
     "fix_no_align_user_last": {"variant": "fix", "align_weight": 0.0, "item_head_user": "mean_last", **UNTIED},
     # the head's item vectors also project each item's CF and text embeddings (item_head_features): the tail
     "full_user_last_features": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last",
-                                "item_head_features": "both", **UNTIED},
+                                "item_head_features": "both", **UNTIED, **EXPECTED_LOSS},
     # the tail (issue #13): the history's per-item embedding, then the head scoring items by it (tied, as SASRec)
     "full_user_last_item_emb": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last",
-                                **UNTIED, "history_item_embedding": True},
+                                **UNTIED, "history_item_embedding": True, **EXPECTED_LOSS},
     "full_user_last_tied": {"variant": "full", "item_head_weight": 1.0, "item_head_user": "mean_last",
-                            **UNTIED, "history_item_embedding": True, "item_head_tied": True},
+                            **UNTIED, "history_item_embedding": True, "item_head_tied": True, **EXPECTED_LOSS},
     # one group of training settings set to the named value, whatever the run's other flags (the CPU
     # pilot gives every row ml-100k's short schedule and takes one change back per row)
-    "epochs20": {"variant": "full", "epochs": 20},
-    "dropout0": {"variant": "full", **NO_DROPOUT, **MEAN_LAST},  # Beauty's section before it took dropout 0.1
-    "dropout01": {"variant": "full", "dropout_prob": 0.1, **MEAN_LAST},
-    "dropout02": {"variant": "full", "dropout_prob": 0.2, **MEAN_LAST},
-    "layers_2x2": {"variant": "full", "n_encoder_layers": 2, "n_decoder_layers": 2},
+    "epochs20": {"variant": "full", "epochs": 20, **EXPECTED_LOSS},
+    "dropout0": {"variant": "full", **NO_DROPOUT, **MEAN_LAST, **EXPECTED_LOSS},  # Beauty's section before it took dropout 0.1
+    "dropout01": {"variant": "full", "dropout_prob": 0.1, **MEAN_LAST, **EXPECTED_LOSS},
+    "dropout02": {"variant": "full", "dropout_prob": 0.2, **MEAN_LAST, **EXPECTED_LOSS},
+    "layers_2x2": {"variant": "full", "n_encoder_layers": 2, "n_decoder_layers": 2, **EXPECTED_LOSS},
     "lr_constant": {"variant": "full", "learning_rate": 0.001, "lr_warmup_steps": 0, "lr_schedule": "constant",
-                    "train_batch_size": 256},
+                    "train_batch_size": 256, **EXPECTED_LOSS},
     # residual k-means codebooks (faiss, no training, no alignment term)
-    "rkmeans": {"variant": "no_align", "tokenizer": "rkmeans"},
+    "rkmeans": {"variant": "no_align", "tokenizer": "rkmeans", **EXPECTED_LOSS},
     # generator options (issue #13): T5 stacks, every history item's path tokens as encoder positions
-    "t5": {"variant": "full", "generator": "t5"},
-    "tokens": {"variant": "full", "history_encoding": "tokens"},
-    "t5_tokens": {"variant": "full", "generator": "t5", "history_encoding": "tokens"},
+    "t5": {"variant": "full", "generator": "t5", **EXPECTED_LOSS},
+    "tokens": {"variant": "full", "history_encoding": "tokens", **EXPECTED_LOSS},
+    "t5_tokens": {"variant": "full", "generator": "t5", "history_encoding": "tokens", **EXPECTED_LOSS},
     # the public recipes' size (SPEC §6: d 128, 6 heads of 64, FFN 1024, 4 + 4 layers), FlexCode and TIGER-style
-    "recipe": {"variant": "full", **RECIPE},
-    "recipe_item_head": {"variant": "full", "item_head_weight": 1.0, **RECIPE},
+    "recipe": {"variant": "full", **RECIPE, **EXPECTED_LOSS},
+    "recipe_item_head": {"variant": "full", "item_head_weight": 1.0, **RECIPE, **EXPECTED_LOSS},
     "tiger": {"variant": "semantic_only", "item_head_weight": 0.0, **UNTIED, **RECIPE},  # TIGER has no item-level parameters
     # the generator's training settings of properties/model/FlexCode.yaml, over a dataset's own FlexCode
     # section (Amazon_Beauty's, ml-100k's): the configuration of the first H100 runs
     "model_defaults": {"variant": "full", **_model_defaults(
         "n_encoder_layers", "n_decoder_layers", "dropout_prob", "bf16", "train_batch_size", "learning_rate",
         "lr_warmup_steps", "lr_schedule", "epochs", "item_head_weight", "item_head_candidates", "item_head_prior",
-        "item_head_user", "item_head_features", "item_head_shrink", "item_head_tied", "history_item_embedding")},
-    "no_item_head": {"variant": "full", "item_head_weight": 0.0, **UNTIED},
+        "item_head_user", "item_head_features", "item_head_shrink", "item_head_tied", "history_item_embedding",
+        "router_mode")},
+    "no_item_head": {"variant": "full", "item_head_weight": 0.0, **UNTIED, **EXPECTED_LOSS},
 }
 _ROW_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 _FLEX_ROW = re.compile(r"^FlexCode(?:-(?P<variant>[a-z][a-z0-9_]*?))?(?:-L(?P<budget>\d+))?$")
