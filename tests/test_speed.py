@@ -233,24 +233,26 @@ def test_model_defaults_row_takes_back_a_dataset_section():
         "item_head_weight"] == 0.0
 
 
+def _row_config(row, dataset="Amazon_Beauty"):
+    """The configuration benchmark row ``row`` trains with on ``dataset`` (its row settings over the sections)."""
+    from recbole_flexcode.benchmark import runner
+
+    spec = runner.parse_row(row)
+    return FlexConfig(spec.model, dataset, cmd_args=dict(spec.overrides))
+
+
 def test_rows_measured_before_the_tie_keep_the_untied_core():
     """Beauty's defaults tie the item head to the history's per-item embedding; the rows of the tail ablation
     measured without it (and the head-less rows, which cannot have it) still train untied."""
-    from recbole_flexcode.benchmark import runner
-
-    def config(row):
-        spec = runner.parse_row(row)
-        return FlexConfig(spec.model, "Amazon_Beauty", cmd_args=dict(spec.overrides))
-
-    tied = config("FlexCode")
+    tied = _row_config("FlexCode")
     assert tied["history_item_embedding"] and tied["item_head_tied"] and tied["item_head_shrink"] > 0  # τ: inference only
     for row in ("FlexCode-full_user_last", "FlexCode-no_item_head", "FlexCode-tiger", "FlexCode-cf_only_user_last"):
-        c = config(row)
+        c = _row_config(row)
         assert not c["history_item_embedding"] and not c["item_head_tied"] and c["item_head_shrink"] == 0.0, row
-    assert config("FlexCode-full_user_last_item_emb")["history_item_embedding"]
-    assert not config("FlexCode-full_user_last_item_emb")["item_head_tied"]
+    assert _row_config("FlexCode-full_user_last_item_emb")["history_item_embedding"]
+    assert not _row_config("FlexCode-full_user_last_item_emb")["item_head_tied"]
     # the tied row of the ablation is today's default core
-    row = config("FlexCode-full_user_last_tied")
+    row = _row_config("FlexCode-full_user_last_tied")
     for key in ("history_item_embedding", "item_head_tied", "item_head_weight", "item_head_candidates"):
         assert row[key] == tied[key], key
     assert row["item_head_user"] == "mean_last"  # the head it was measured with (Beauty's section reads last since)
@@ -260,20 +262,14 @@ def test_rows_measured_with_the_mean_last_head_keep_it():
     """Beauty's section scores with the head reading the latest history state alone (``item_head_user: last``);
     the rows measured with the mean beside it keep ``mean_last`` by name, the plain variant rows follow the
     section, and the rows trained as the section's twin give the section's configuration."""
-    from recbole_flexcode.benchmark import runner
-
-    def config(row, dataset="Amazon_Beauty"):
-        spec = runner.parse_row(row)
-        return FlexConfig(spec.model, dataset, cmd_args=dict(spec.overrides))
-
-    assert config("FlexCode")["item_head_user"] == "last"
+    assert _row_config("FlexCode")["item_head_user"] == "last"
     for row in ("FlexCode-mean_last", "FlexCode-dropout0", "FlexCode-dropout01", "FlexCode-fix_cf1",
                 "FlexCode-fix_cf1_dropout01", "FlexCode-fix_cf1_dropout02", "FlexCode-fix_cf1_dropout01_codes"):
-        assert config(row)["item_head_user"] == "mean_last", row
-    assert config("FlexCode-semantic_only")["item_head_user"] == "last"
-    section, twin = config("FlexCode"), config("FlexCode-last")
+        assert _row_config(row)["item_head_user"] == "mean_last", row
+    assert _row_config("FlexCode-semantic_only")["item_head_user"] == "last"
+    section, twin = _row_config("FlexCode"), _row_config("FlexCode-last")
     assert all(section[k] == twin[k] for k in ("variant", "item_head_user", "dropout_prob", "item_head_shrink"))
-    before = config("FlexCode-mean_last")
+    before = _row_config("FlexCode-mean_last")
     assert before["dropout_prob"] == section["dropout_prob"] and before["variant"] == "full"
 
 
@@ -282,26 +278,20 @@ def test_rows_measured_with_the_expected_loss_router_keep_it():
     with the expected-loss router keep it by name, the plain variant rows follow the section, the row the
     decoupled runs were trained as gives the section's configuration, and the expected-loss row differs from the
     section in the router alone."""
-    from recbole_flexcode.benchmark import runner
-
-    def config(row, dataset="Amazon_Beauty"):
-        spec = runner.parse_row(row)
-        return FlexConfig(spec.model, dataset, cmd_args=dict(spec.overrides))
-
-    section = config("FlexCode")
+    section = _row_config("FlexCode")
     assert section["router_mode"] == "decoupled"
-    assert config("FlexCode-no_align")["router_mode"] == "decoupled"  # the plain variant rows follow the section
+    assert _row_config("FlexCode-no_align")["router_mode"] == "decoupled"  # the plain variant rows follow the section
     for row in ("FlexCode-expected_loss", "FlexCode-no_align_expected_loss", "FlexCode-last", "FlexCode-mean_last",
                 "FlexCode-dropout0", "FlexCode-full_user_last", "FlexCode-no_item_head", "FlexCode-model_defaults",
                 "FlexCode-rkmeans", "FlexCode-t5"):
-        assert config(row)["router_mode"] == "expected_loss", row
+        assert _row_config(row)["router_mode"] == "expected_loss", row
     keys = ("variant", "item_head_user", "dropout_prob", "item_head_shrink", "item_head_tied", "align_weight",
             "epochs", "learning_rate", "router_warmup_epochs", "router_warmup_steps")
-    twin, before = config("FlexCode-decoupled"), config("FlexCode-expected_loss")
+    twin, before = _row_config("FlexCode-decoupled"), _row_config("FlexCode-expected_loss")
     assert all(section[k] == twin[k] for k in keys + ("router_mode",))
     assert all(section[k] == before[k] for k in keys)
-    assert config("FlexCode-no_align_expected_loss")["variant"] == "no_align"
-    assert config("FlexCode", "ml-100k")["router_mode"] == "expected_loss"
+    assert _row_config("FlexCode-no_align_expected_loss")["variant"] == "no_align"
+    assert _row_config("FlexCode", "ml-100k")["router_mode"] == "expected_loss"
 
 
 def test_rows_measured_before_dropout_keep_dropout_zero():
@@ -310,8 +300,7 @@ def test_rows_measured_before_dropout_keep_dropout_zero():
     from recbole_flexcode.benchmark import runner
 
     def dropout(row, dataset="Amazon_Beauty"):
-        spec = runner.parse_row(row)
-        return FlexConfig(spec.model, dataset, cmd_args=dict(spec.overrides))["dropout_prob"]
+        return _row_config(row, dataset)["dropout_prob"]
 
     assert dropout("FlexCode") == dropout("FlexCode-dropout01") == dropout("FlexCode-fix_cf1_dropout01") == 0.1
     assert dropout("FlexCode-semantic_only") == 0.1  # the plain variant rows follow the section
