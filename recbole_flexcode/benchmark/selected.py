@@ -189,15 +189,21 @@ def render_markdown(dataset: str, summaries: list[dict], command: str | None, ta
     return "\n".join(parts) + "\n"
 
 
+def selected_records(out: str, dataset: str, analysis: str | None = None, tail_floor: float | None = None) -> list[dict]:
+    """Every finished run under ``<out>/<dataset>/runs/`` at the setting its validation prefers (:func:`select`)."""
+    directory = os.path.join(out, dataset)
+    sweeps = load_sweeps(analysis or os.path.join(directory, "analysis"))
+    return [select(r, sweeps.get(os.path.basename(str(r.get("checkpoint") or "")), []), tail_floor)
+            for r in tables.load_runs(os.path.join(directory, "runs"))]
+
+
 def write_selected(out: str, dataset: str, row_order=None, only_rows=None, analysis: str | None = None,
                    command: str | None = None, tail_floor: float | None = None) -> list[str]:
     """Write ``<out>/<dataset>/selected.md`` and ``selected.csv`` (``selected-tail_floor.*`` with
     ``tail_floor``); return their paths."""
     directory = os.path.join(out, dataset)
-    sweeps = load_sweeps(analysis or os.path.join(directory, "analysis"))
-    records = [select(r, sweeps.get(os.path.basename(str(r.get("checkpoint") or "")), []), tail_floor)
-               for r in tables.load_runs(os.path.join(directory, "runs"))]
-    summaries = tables.aggregate(records, row_order=row_order, only_rows=only_rows)
+    summaries = tables.aggregate(selected_records(out, dataset, analysis, tail_floor),
+                                 row_order=row_order, only_rows=only_rows)
     stem = "selected" if tail_floor is None else "selected-tail_floor"
     paths = [os.path.join(directory, f"{stem}.md"), os.path.join(directory, f"{stem}.csv")]
     write_text(paths[0], render_markdown(dataset, summaries, command, tail_floor))
