@@ -28,7 +28,6 @@ import sys
 
 from recbole_flexcode.benchmark import tables
 from recbole_flexcode.benchmark.selected import selected_records
-from recbole_flexcode.io import write_text
 from recbole_flexcode.reporting import markdown_table
 
 #: (summary metric key, label) of every quantity a step's change is reported for.
@@ -156,11 +155,8 @@ def write_ablation(out: str, dataset: str, chain: list[str], labels: list[str], 
         raise ValueError(f"no finished run of {', '.join(missing)} in {os.path.join(out, dataset, 'runs')}")
     steps = build(summaries, chain, labels, baseline)
     ref = next((s for s in summaries if s["row"] == baseline), None)
-    directory = os.path.join(out, dataset)
-    paths = [os.path.join(directory, f"{name}.md"), os.path.join(directory, f"{name}.csv")]
-    write_text(paths[0], render_markdown(dataset, steps, ref, command, tail_floor))
-    write_text(paths[1], render_csv(steps, command))
-    return paths
+    return tables.write_pair(os.path.join(out, dataset), name, render_markdown(dataset, steps, ref, command, tail_floor),
+                             render_csv(steps, command))
 
 
 def main(argv=None) -> int:

@@ -29,7 +29,6 @@ import shlex
 import sys
 
 from recbole_flexcode.benchmark import tables
-from recbole_flexcode.io import write_text
 from recbole_flexcode.reporting import markdown_table
 
 _METRIC = "ndcg@10"
@@ -205,10 +204,8 @@ def write_selected(out: str, dataset: str, row_order=None, only_rows=None, analy
     summaries = tables.aggregate(selected_records(out, dataset, analysis, tail_floor),
                                  row_order=row_order, only_rows=only_rows)
     stem = "selected" if tail_floor is None else "selected-tail_floor"
-    paths = [os.path.join(directory, f"{stem}.md"), os.path.join(directory, f"{stem}.csv")]
-    write_text(paths[0], render_markdown(dataset, summaries, command, tail_floor))
-    write_text(paths[1], tables.render_csv(summaries, command))
-    return paths
+    return tables.write_pair(directory, stem, render_markdown(dataset, summaries, command, tail_floor),
+                             tables.render_csv(summaries, command))
 
 
 def main(argv=None) -> int:

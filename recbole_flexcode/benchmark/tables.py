@@ -458,8 +458,12 @@ def write_tables(out: str, dataset: str, row_order=None, only_rows=None, command
     """Aggregate ``<out>/<dataset>/runs/*.json`` into ``benchmark.md`` and ``benchmark.csv``; return the paths."""
     directory = os.path.join(out, dataset)
     summaries = aggregate(load_runs(os.path.join(directory, "runs")), row_order=row_order, only_rows=only_rows)
-    md_path = os.path.join(directory, "benchmark.md")
-    csv_path = os.path.join(directory, "benchmark.csv")
-    write_text(md_path, render_markdown(dataset, summaries, command))
-    write_text(csv_path, render_csv(summaries, command))
-    return [md_path, csv_path]
+    return write_pair(directory, "benchmark", render_markdown(dataset, summaries, command), render_csv(summaries, command))
+
+
+def write_pair(directory: str, stem: str, markdown: str, csv_text: str) -> list[str]:
+    """Write one table as ``<directory>/<stem>.md`` and ``.csv`` (each atomically); return the two paths."""
+    paths = [os.path.join(directory, f"{stem}.md"), os.path.join(directory, f"{stem}.csv")]
+    write_text(paths[0], markdown)
+    write_text(paths[1], csv_text)
+    return paths
