@@ -2,7 +2,9 @@
 # Issue #13, eighteenth session: the L = 3 -> 6 claim (item 5) on Beauty's section (decoupled router), FlexCode-L6
 # on seeds 2020-2022 beside the FlexCode runs (L = 3), trained and tested at the section's τ 5; and the missing seed
 # 2022 of FlexCode-no_align (the section's router without the alignment term). Each L = 6 run first fits its
-# 6-level tokenizer (cached per seed). Two lanes of one thread each, ~2 h 20 min on a 2-core machine.
+# 6-level tokenizer (cached per seed, ~4 min). An L = 6 epoch took ~11 min here (beam validation over six levels
+# ~6 min of it) against ~3 min at L = 3, so the session stopped the second lane after seed 2021 (seed 2022 of
+# FlexCode-L6 not run) and ran core17b.sh in its place. Two lanes of one thread each.
 # Usage: bash scripts/cpu_beauty_core17.sh [DATA_PATH] [OUT] (OUT default results/cpu_rerun5)
 set -- "${1:-../shared/datasets}" "${2:-results/cpu_rerun5}"
 . "$(dirname "$0")/cpu_beauty_common.sh"
