@@ -35,16 +35,10 @@ STEP_METRICS = [("valid_ndcg@10", "valid N@10"), ("ndcg@10", "test N@10"),
                 ("head_ndcg@10", "head N@10"), ("tail_ndcg@10", "tail N@10")]
 
 
-def _by_seed(summary: dict, key: str) -> dict:
-    getter = next(get for k, _, get in tables.METRICS if k == key)
-    values = {seed: tables._num(getter(r)) for seed, r in zip(summary["seeds"], summary["records"])}
-    return {seed: v for seed, v in values.items() if v is not None}
-
-
 def paired_change(row: dict, before: dict, key: str) -> dict | None:
     """``{"mean", "up", "n", "seeds"}``: the mean of ``row`` − ``before`` over the seeds both have a value for,
     and on how many of them it is positive; None without shared seeds."""
-    mine, theirs = _by_seed(row, key), _by_seed(before, key)
+    mine, theirs = tables.values_by_seed(row, key), tables.values_by_seed(before, key)
     seeds = sorted((s for s in mine if s in theirs), key=lambda s: tables._num(s) or 0)
     if not seeds:
         return None

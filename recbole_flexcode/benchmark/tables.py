@@ -198,6 +198,13 @@ def aggregate(records: list[dict], row_order=None, only_rows=None) -> list[dict]
     return summaries
 
 
+def values_by_seed(summary: dict, key: str) -> dict:
+    """``{seed: value}`` of one :data:`METRICS` quantity over a row summary's runs (runs without it left out)."""
+    getter = next(get for k, _, get in METRICS if k == key)
+    values = {seed: _num(getter(r)) for seed, r in zip(summary["seeds"], summary["records"])}
+    return {seed: v for seed, v in values.items() if v is not None}
+
+
 def gain_on_shared_seeds(summary: dict, reference: dict | None, key: str) -> dict | None:
     """``{"pct", "seeds", "subset"}``: the row's mean ``key`` over the seeds it shares with ``reference`` /
     the reference's mean over the same seeds − 1, in percent; None without shared seeds or values.
@@ -207,13 +214,7 @@ def gain_on_shared_seeds(summary: dict, reference: dict | None, key: str) -> dic
     """
     if reference is None:
         return None
-    getter = next(get for k, _, get in METRICS if k == key)
-
-    def by_seed(s):
-        values = {seed: _num(getter(r)) for seed, r in zip(s["seeds"], s["records"])}
-        return {seed: v for seed, v in values.items() if v is not None}
-
-    mine, theirs = by_seed(summary), by_seed(reference)
+    mine, theirs = values_by_seed(summary, key), values_by_seed(reference, key)
     seeds = sorted((seed for seed in mine if seed in theirs), key=lambda x: _num(x) or 0)
     if not seeds:
         return None
