@@ -338,8 +338,8 @@ def _undo_sine_anomaly_mode() -> None:
 
     Importing any RecBole sequential model imports it, which switches anomaly detection on for
     the whole process: every autograd op then records a Python stack trace, making training
-    several times slower (we measured a tiny Transformer step at 0.50 s with it, see
-    tests/test_compat.py).  We import it once here and switch the mode back off.
+    several times slower (tests/test_compat.py times a step).  We import it once here and switch
+    the mode back off.
     """
     importlib.import_module("recbole.model.sequential_recommender.sine")
     torch.autograd.set_detect_anomaly(False)

@@ -298,7 +298,7 @@ def set_threads(requested: int | None = None) -> int:
     """Set torch's CPU threads for a run: ``requested``, else ``OMP_NUM_THREADS`` when set, else one.
 
     One by default, measured (docs/design.md, "Speed on a 2-core CPU"): on a 2-core machine that other
-    jobs share, two OpenMP threads ran FlexCode's training step 3-11x *slower* than one whenever another
+    jobs share, two OpenMP threads ran FlexCode's training step several times *slower* than one whenever another
     process was busy (each of the ~hundreds of small ops per step ends in a barrier that waits for the
     descheduled thread), while one thread loses far less than that on an idle machine. Give
     ``--threads=2`` on a machine of your own.
@@ -317,7 +317,7 @@ def keep_freed_memory() -> bool:
 
     By default every temporary above a few MiB (the ``[batch, positions, vocab]`` logits of each training
     step) is a fresh ``mmap`` whose pages fault in on first touch and go back to the kernel on ``free``;
-    on the 2-core VM this cost FlexCode's step 13-20 % (docs/design.md, "Speed on a 2-core CPU"). With
+    on the 2-core VM this cost FlexCode's step a measurable share (docs/design.md, "Speed on a 2-core CPU"). With
     ``mallopt`` the process keeps up to 1 GiB of freed memory for reuse. A no-op off glibc.
     """
     if not sys.platform.startswith("linux"):

@@ -79,7 +79,7 @@ class GenerativeTrainer(Trainer):
         if self.bf16:
             inner = loss_func
 
-            # on a CPU, bf16 attention through SDPA's flash kernel is ~5x slower than the math kernel at these
+            # on a CPU, bf16 attention through SDPA's flash kernel is several times slower than the math kernel at these
             # sequence lengths (docs/design.md, "Speed on a 2-core CPU"); float32 keeps its default choice
             kernel = (lambda: sdpa_kernel([SDPBackend.MATH])) if self.autocast_device == "cpu" else contextlib.nullcontext
 

@@ -14,8 +14,8 @@ exact path log-probability plus the head's term (:meth:`ItemHead.rescore_beam`),
 missed can still be ranked; at ``K = 0`` it never adds an item to the beam.
 
 An item never seen as a training target is only pushed down, like every negative, through the
-softmax's normaliser; within the beam its rank still comes mostly from its code path. Whether that
-helps the tail more than it hurts cold items is what the Beauty ablation has to show.
+softmax's normaliser; within the beam its rank still comes mostly from its code path (what that
+does to the tail is measured in docs/results.md, not assumed here).
 
 Both the generator and the head are trained towards ``p(i | history)``, so each carries the item's
 prior ``p(i)``: their product counts popularity twice. ``item_head_prior: β`` subtracts
@@ -32,8 +32,7 @@ zero at the start (:class:`ItemFeatures`). ``W`` is shared by all items, so ever
 teaches it, and an item with few interactions is scored by where its embeddings lie.
 
 The generator and the head both estimate ``log p(i | history)``, but the generator's estimate of a
-rare item rests on code tokens it shares with popular neighbours (the head alone keeps more of the
-tail than the sum does, docs/results.md). ``item_head_shrink: τ`` trusts each estimate by the
+rare item rests on code tokens it shares with popular neighbours. ``item_head_shrink: τ`` trusts each estimate by the
 evidence behind it, as a credibility weight: item ``i``'s score keeps ``λ_i = c_i / (c_i + τ)`` of
 the path log-probability (``c_i``: its training interactions) and takes the rest from the head's
 log-probability, ``λ_i g_i + (1 − λ_i) h_i`` in place of ``g_i``, before the head's term is added.
@@ -50,8 +49,7 @@ item seen in a few histories but rarely as a target gets its vector trained by t
 embeddings, summed as the history sums them (:class:`CodeVectors`, no projection), so with
 ``item_head_tied`` the head scores item ``i`` with exactly the vector the history reads it by, as
 SASRec's one embedding table does. A rare item's code embeddings are trained by every item that shares
-its codes, so its head score no longer rests on its own few rows alone (measured on Beauty: the head
-alone ranks rare targets last seen long before below SASRec, docs/results.md); the head's loss now also
+its codes, so its head score no longer rests on its own few rows alone; the head's loss now also
 trains the code embeddings.
 
 ``item_head_weight: 0`` (the default) builds :class:`NoItemHead`, which changes nothing.
