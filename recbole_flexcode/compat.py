@@ -54,7 +54,7 @@ touches what RecBole 1.2.1 itself needs, and is a no-op on a stack that does not
    so e.g. FlexCode gets no negative sampling; RecBole's own models keep RecBole's behaviour.  The
    ``data_preparation`` that ``run_recbole`` / ``objective_function`` call (and
    :func:`load_data_and_model`) also runs :func:`prepare_plugin_stages` for plugin models, which
-   builds their stage artefacts through ``recbole_flexcode.pipeline.prepare`` when that exists.
+   builds their stage artefacts through ``recbole_flexcode.pipeline.prepare``.
 9. **The plugin's trainer.**  ``recbole.trainer.FlexCodeTrainer`` and ``SOLIDTrainer`` are
    :class:`recbole_flexcode.trainer.GenerativeTrainer` (RecBole's trainer plus a learning-rate
    schedule and bf16), which RecBole's ``get_trainer`` finds by name.
@@ -572,22 +572,16 @@ def _load_internal_config_dict(self, model, model_class, dataset):
 def prepare_plugin_stages(config, train_dataset):
     """For a plugin model, build its stage artefacts before the model is constructed.
 
-    Calls ``recbole_flexcode.pipeline.prepare(config, train_dataset)`` when that module and function
-    exist, and returns what it returns; otherwise (and for RecBole's models) does nothing, and the
-    plugin models build their stages in their constructors.
+    Returns ``recbole_flexcode.pipeline.prepare(config, train_dataset)``; does nothing for RecBole's
+    models. A model's constructor only reads the artefacts (FlexCode refuses to build without them).
     """
     from recbole_flexcode.config import PLUGIN_MODELS
 
     if config["model"] not in PLUGIN_MODELS:
         return None
-    try:
-        pipeline = importlib.import_module("recbole_flexcode.pipeline")
-    except ModuleNotFoundError as exc:
-        if exc.name != "recbole_flexcode.pipeline":
-            raise  # the pipeline exists but one of its imports is missing: say so
-        return None
-    prepare = getattr(pipeline, "prepare", None)
-    return None if prepare is None else prepare(config, train_dataset)
+    from recbole_flexcode.pipeline import prepare  # here: the pipeline imports the model stack
+
+    return prepare(config, train_dataset)
 
 
 def data_preparation(config, dataset):

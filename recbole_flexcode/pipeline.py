@@ -35,7 +35,6 @@ from recbole_flexcode.io import is_writable_dir
 from recbole_flexcode.tokenizer.codebooks import COLLABORATIVE, SEMANTIC
 from recbole_flexcode.tokenizer.item_tokenizer import FORMAT_VERSION, DamagedArtefact, ItemTokenizer
 
-STAGES = ("embed", "tokenize", "train")
 _ATTR = "recbole_flexcode_stages"
 
 

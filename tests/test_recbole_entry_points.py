@@ -270,8 +270,3 @@ def test_stage_hook_calls_pipeline_prepare_for_plugin_models_only(tiny_data, tmp
             solid_train = train_data._dataset
     assert calls == [("SOLID", solid_train)]  # none for SASRec
     assert compat.prepare_plugin_stages(configs["SOLID"], solid_train) == "stages"
-
-    del fake.prepare  # a pipeline without prepare(), or none at all: nothing to do
-    assert compat.prepare_plugin_stages(configs["SOLID"], solid_train) is None
-    monkeypatch.setitem(sys.modules, "recbole_flexcode.pipeline", None)
-    assert compat.prepare_plugin_stages(configs["SOLID"], solid_train) is None

@@ -1,8 +1,6 @@
 """Tests for the RQ-VAE tokenizer (FlexCode §4.1.1, L_SC / L_CC; RQ-VAE, Lee et al. 2022)."""
 
-import json
 import logging
-import os
 
 import pytest
 import torch
@@ -169,39 +167,6 @@ def test_fit_logs(x, caplog):
     with caplog.at_level(logging.INFO, logger="test_rqvae"):
         model.fit(x[:200], epochs=2, batch_size=100, show_progress=False, logger=logger)
     assert any("RQ-VAE epoch 2/2" in r.message for r in caplog.records)
-
-
-def test_save_load_round_trip(fitted, x, tmp_path):
-    model, _, _ = fitted
-    model.save(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["rqvae.json", "rqvae.safetensors"]
-    with open(tmp_path / "rqvae.json") as f:
-        cfg = json.load(f)
-    assert cfg == {
-        "in_dim": IN_DIM,
-        "code_dim": CODE_DIM,
-        "n_levels": LEVELS,
-        "codebook_size": K,
-        "hidden_dims": [64, 32],
-        "beta": 0.25,
-        "dropout": 0.0,
-    }
-    from safetensors import safe_open
-
-    with safe_open(str(tmp_path / "rqvae.safetensors"), framework="pt") as f:
-        keys = set(f.keys())
-    assert "codebooks.0.weight" in keys and "initialized" in keys
-    with open(tmp_path / "rqvae.safetensors", "rb") as f:
-        assert not f.read(2).startswith(b"\x80")  # not a pickle stream
-    loaded = RQVAE.load(tmp_path)
-    assert bool(loaded.initialized)
-    model.eval()
-    assert torch.equal(model.encode(x), loaded.encode(x))
-    with torch.no_grad():
-        assert torch.equal(model.reconstruct(x), loaded.reconstruct(x))
-    # overwriting in place works and leaves no temp files behind
-    model.save(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["rqvae.json", "rqvae.safetensors"]
 
 
 def test_level_stats(fitted, x):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
@@ -102,24 +101,6 @@ def test_encode_shapes_and_ranges(fitted):
     # encoding is deterministic
     s2, c2 = tok.encode(sem, cf)
     assert torch.equal(s_codes, s2) and torch.equal(c_codes, c2)
-
-
-def test_save_load_round_trip(fitted, tmp_path):
-    tok, sem, cf, _, _ = fitted
-    tok.save(tmp_path / "tok")
-    files = sorted(p.name for p in (tmp_path / "tok").iterdir())
-    assert files == ["tokenizer.json", "tokenizer.safetensors"]  # no pickle, no temp files left
-    cfg = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
-    assert cfg["codebook_size"] == 16 and cfg["n_levels"] == 3 and cfg["align_weight"] == 1.0
-    loaded = DualCodebookTokenizer.load(tmp_path / "tok")
-    assert not loaded.training
-    for (k, v), (k2, v2) in zip(tok.state_dict().items(), loaded.state_dict().items()):
-        assert k == k2 and torch.equal(v.cpu(), v2.cpu()), k
-    s1, c1 = tok.encode(sem, cf)
-    s2, c2 = loaded.encode(sem, cf)
-    assert torch.equal(s1, s2) and torch.equal(c1, c2)
-    assert bool(loaded.semantic.initialized) and bool(loaded.collaborative.initialized)
-    torch.testing.assert_close(loaded.stats(sem, cf), tok.stats(sem, cf))
 
 
 def test_fit_rejects_mismatched_inputs():

@@ -82,7 +82,8 @@ DEFAULT_MODELS = (
     "FlexCode-cf_only,FlexCode-fix,FlexCode-no_align"
 )
 DEFAULT_SEEDS = "2020,2021,2022"
-#: FlexCode variants (kept in step with ``recbole_flexcode.model.flexcode.VARIANTS``; a test checks).
+#: FlexCode variants (kept in step with ``recbole_flexcode.model.variants.VARIANTS`` without importing torch;
+#: a test checks).
 FLEXCODE_VARIANTS = ("full", "semantic_only", "cf_only", "fix", "no_align")
 #: A T5 generator over token-level histories at the size of the strong public recipes (SPEC §6: T5 4 + 4,
 #: d 128, 6 heads of 64, FFN 1024, dropout 0.1) with ActionPiece's optimiser (AdamW lr 1e-3, weight decay

@@ -1,24 +1,21 @@
 """The dual codebook tokenizer: semantic and collaborative RQ-VAEs plus their alignment.
 
 FlexCode §4.1 (dual codebook construction) and §4.2 (cross-codebook alignment) as one
-first-class object with ``fit`` / ``encode`` / ``save`` / ``load``.  Fitting minimises
+object with ``fit`` / ``encode``; :class:`recbole_flexcode.tokenizer.item_tokenizer.ItemTokenizer` owns it
+and saves it within its one artefact.  Fitting minimises
 ``L_SC + L_CC + λ_align L_align`` jointly over mini-batches of items; with ``λ_align = 0`` the
 two codebooks are independent (the "w/o alignment" ablation).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from recbole_flexcode.io import atomic_write
 from recbole_flexcode.tokenizer.alignment import CrossCodebookAlignment
 from recbole_flexcode.tokenizer.rqvae import RQVAE, Plateau
 
@@ -56,11 +53,6 @@ class DualCodebookTokenizer(nn.Module):
         proj_dim: int = 64,
     ):
         super().__init__()
-        self.kwargs = dict(
-            sem_dim=int(sem_dim), cf_dim=int(cf_dim), n_levels=int(n_levels), codebook_size=int(codebook_size),
-            code_dim=int(code_dim), hidden_dims=[int(h) for h in hidden_dims], beta=float(beta),
-            align_weight=float(align_weight), align_temperature=float(align_temperature), proj_dim=int(proj_dim),
-        )
         self.n_levels = int(n_levels)
         self.codebook_size = int(codebook_size)
         self.align_weight = float(align_weight)
@@ -151,20 +143,3 @@ class DualCodebookTokenizer(nn.Module):
     def stats(self, sem_x, cf_x) -> dict:
         """Per-level code usage and reconstruction error of both codebooks (issue #3 item 3)."""
         return {"semantic": self.semantic.level_stats(sem_x), "collaborative": self.collaborative.level_stats(cf_x)}
-
-    def save(self, directory) -> None:
-        """``tokenizer.safetensors`` + ``tokenizer.json``, each written atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(directory / "tokenizer.safetensors", lambda p: save_file(state, p))
-        atomic_write(directory / "tokenizer.json", lambda p: Path(p).write_text(json.dumps(self.kwargs, indent=2)))
-
-    @classmethod
-    def load(cls, directory, map_location="cpu") -> "DualCodebookTokenizer":
-        directory = Path(directory)
-        kwargs = json.loads((directory / "tokenizer.json").read_text())
-        tok = cls(**kwargs)
-        tok.load_state_dict(load_file(str(directory / "tokenizer.safetensors"), device=str(map_location)))
-        tok.eval()
-        return tok

@@ -20,9 +20,7 @@ Input normalisation is the caller's job: the model works on whatever vectors it 
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -30,12 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from recbole_flexcode.io import atomic_write
-
 __all__ = ["RQVAEOutput", "RQVAE", "Plateau", "code_statistics"]
-
-_WEIGHTS_FILE = "rqvae.safetensors"
-_CONFIG_FILE = "rqvae.json"
 
 
 @dataclass
@@ -216,18 +209,6 @@ class RQVAE(nn.Module):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     # ------------------------------------------------------------------ helpers
-    def config(self) -> dict:
-        """Constructor kwargs, as written to ``rqvae.json``."""
-        return {
-            "in_dim": self.in_dim,
-            "code_dim": self.code_dim,
-            "n_levels": self.n_levels,
-            "codebook_size": self.codebook_size,
-            "hidden_dims": list(self.hidden_dims),
-            "beta": self.beta,
-            "dropout": self.dropout,
-        }
-
     @property
     def _device(self) -> torch.device:
         return self.codebooks[0].weight.device
@@ -315,10 +296,7 @@ class RQVAE(nn.Module):
         return self.decoder(q_sum)
 
     def reconstruct(self, x) -> Tensor:
-        """``Dec(sum_l e_l)`` of :meth:`forward`, differentiable (straight-through to Enc).
-
-        Used by FlexCode's cross-codebook alignment, which compares reconstructions.
-        """
+        """``Dec(sum_l e_l)`` of :meth:`forward`, differentiable (straight-through to Enc)."""
         return self.forward(x).recon
 
     # ------------------------------------------------------------------ initialisation
@@ -516,33 +494,3 @@ class RQVAE(nn.Module):
         finally:
             self.train(was_training)
         return code_statistics(codes, residuals, self.codebook_size, float((x - recon).pow(2).sum(1).mean()))
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, directory) -> None:
-        """Write ``rqvae.safetensors`` (state dict) and ``rqvae.json`` (constructor kwargs).
-
-        Each file goes to a temp file in ``directory`` first and is moved into place with
-        ``os.replace``, so a crash never leaves a half-written file under the final name.
-        """
-        from safetensors.torch import save_file
-
-        os.makedirs(directory, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(os.path.join(directory, _WEIGHTS_FILE), lambda p: save_file(state, p))
-
-        def _write_json(path):
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(self.config(), f, indent=2)
-
-        atomic_write(os.path.join(directory, _CONFIG_FILE), _write_json)
-
-    @classmethod
-    def load(cls, directory, map_location="cpu") -> "RQVAE":
-        """Rebuild a model written by :meth:`save` (no pickle involved); returns it in eval mode."""
-        from safetensors.torch import load_file
-
-        with open(os.path.join(directory, _CONFIG_FILE), encoding="utf-8") as f:
-            cfg = json.load(f)
-        model = cls(**cfg)
-        model.load_state_dict(load_file(os.path.join(directory, _WEIGHTS_FILE), device="cpu"))
-        return model.to(map_location).eval()
