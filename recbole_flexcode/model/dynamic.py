@@ -1,5 +1,9 @@
 r"""Building blocks of dynamic sequential recommenders (DUET-style generated layers), used by SOLID.
 
+DUET: Lv et al., "A Tuning-Free Device-Cloud Collaborative Parameters Generation Framework for
+Efficient Device Model Generalization", WWW 2023, the dynamic backbone SOLID builds on
+(../shared/papers/solid-method-notes.md).
+
 * :class:`SequenceEncoder` -- the SASRec-style static part of the primary model: embedding +
   position embedding -> Dense + tanh -> Transformer encoder -> user state ``h`` at the last
   real position (RecBole's :class:`~recbole.model.layers.TransformerEncoder`, causal mask).
