@@ -1,8 +1,7 @@
 r"""Building blocks of dynamic sequential recommenders (DUET-style generated layers), used by SOLID.
 
 DUET: Lv et al., "A Tuning-Free Device-Cloud Collaborative Parameters Generation Framework for
-Efficient Device Model Generalization", WWW 2023, the dynamic backbone SOLID builds on
-(../shared/papers/solid-method-notes.md).
+Efficient Device Model Generalization", WWW 2023: the dynamic backbone SOLID builds on.
 
 * :class:`SequenceEncoder` -- the SASRec-style static part of the primary model: embedding +
   position embedding -> Dense + tanh -> Transformer encoder -> user state ``h`` at the last
