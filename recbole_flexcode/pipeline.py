@@ -156,6 +156,8 @@ def flexcode_stages(config, dataset, cache_dir, logger, stop_after: str) -> Stag
     align = {"align_weight": float(config["align_weight"]) if variant.aligned else 0.0,
              "align_temperature": float(config["align_temperature"]), "proj_dim": int(config["align_proj_size"])}
     settings = _codebook_settings(config, config["token_budget"], config["codebook_size"], config["code_dim"], align)
+    # joint training re-encodes items as the codebooks move, which can grow a collision group past the
+    # disambiguation tokens fitted here: it gets twice the room (derived from training_mode, not a setting)
     settings.update(min_disamb=int(config["min_disamb_tokens"]),
                     disamb_headroom=2 if config["training_mode"] == "joint" else 1)
     embeddings = {SEMANTIC: [text_emb], COLLABORATIVE: [cf["embeddings"]]}
