@@ -573,7 +573,8 @@ def prepare_plugin_stages(config, train_dataset):
     """For a plugin model, build its stage artefacts before the model is constructed.
 
     Returns ``recbole_flexcode.pipeline.prepare(config, train_dataset)``; does nothing for RecBole's
-    models. A model's constructor only reads the artefacts (FlexCode refuses to build without them).
+    models. A model's constructor only reads the artefacts (a checkpoint reload takes them from the
+    checkpoint); it never trains a stage.
     """
     from recbole_flexcode.config import PLUGIN_MODELS
 
