@@ -32,12 +32,12 @@ zero at the start (:class:`ItemFeatures`). ``W`` is shared by all items, so ever
 teaches it, and an item with few interactions is scored by where its embeddings lie.
 
 The generator and the head both estimate ``log p(i | history)``, but the generator's estimate of a
-rare item rests on code tokens it shares with popular neighbours. ``item_head_shrink: τ`` trusts each estimate by the
-evidence behind it, as a credibility weight: item ``i``'s score keeps ``λ_i = c_i / (c_i + τ)`` of
-the path log-probability (``c_i``: its training interactions) and takes the rest from the head's
-log-probability, ``λ_i g_i + (1 − λ_i) h_i`` in place of ``g_i``, before the head's term is added.
-``τ = 0`` is the plain sum; a popular item keeps its path score at any ``τ``, an item never seen in
-training is scored by the head alone. Inference only.
+rare item rests on code tokens it shares with popular neighbours. ``item_head_shrink: τ`` trusts
+each estimate by the evidence behind it, as a credibility weight: item ``i``'s score keeps
+``λ_i = c_i / (c_i + τ)`` of the path log-probability (``c_i``: its training interactions) and takes
+the rest from the head's log-probability, ``λ_i g_i + (1 − λ_i) h_i`` in place of ``g_i``, before
+the head's term is added. ``τ = 0`` is the plain sum; a popular item keeps its path score at any
+``τ``, an item never seen in training is scored by the head alone. Inference only.
 
 A free vector also learns only as a target, while SASRec scores items with the same embeddings it
 reads histories by, so an item's vector learns from every history it appears in as well.
